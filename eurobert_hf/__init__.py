@@ -1,19 +1,46 @@
 """EuroBERT and Universal Logit Distillation for the Hugging Face ecosystem.
 
-`import eurobert_hf` registers the plugin's EuroBERT with the `transformers` Auto classes (see `registration`).
-The trainers import TRL, which is slow to import, so they load on first access.
+`import eurobert_hf` registers the plugin's EuroBERT with the `transformers` Auto classes (see
+`eurobert_hf.registration`). The trainers import TRL, which is slow to import, so they load on first access.
 """
 
 import importlib
 from typing import Any
 
+from .modeling import (
+    EuroBertConfig,
+    EuroBertForMaskedLM,
+    EuroBertForMultipleChoice,
+    EuroBertForQuestionAnswering,
+    EuroBertForSequenceClassification,
+    EuroBertForTokenClassification,
+    EuroBertModel,
+    EuroBertPreTrainedModel,
+)
+from .registration import register_auto_classes, register_peft_defaults
+
 __version__ = "0.1.0"
+
+register_auto_classes()
+register_peft_defaults()
 
 _LAZY_ATTRIBUTES = {
     "uld_loss": "eurobert_hf.trainers.uld_loss",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
 }
+
+__all__ = [
+    "EuroBertConfig",
+    "EuroBertPreTrainedModel",
+    "EuroBertModel",
+    "EuroBertForMaskedLM",
+    "EuroBertForSequenceClassification",
+    "EuroBertForTokenClassification",
+    "EuroBertForQuestionAnswering",
+    "EuroBertForMultipleChoice",
+    *_LAZY_ATTRIBUTES,
+]
 
 
 def __getattr__(name: str) -> Any:
