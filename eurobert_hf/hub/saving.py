@@ -1,0 +1,202 @@
+"""Atomic, Hub-ready saving and pushing of models with their tokenizer, card and (for EuroBERT) remote code."""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard, get_token
+
+from .remote_code import export_remote_code, remove_dangling_auto_map
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_directory(save_directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yields an empty staging folder that replaces `save_directory` only if the block finishes without error.
+
+    The staging folder sits next to the target (same file system) and is moved into place with `os.replace`, so the
+    target path never holds a half-written model: after an exception or a kill it is either absent or unchanged.
+
+    Args:
+        save_directory (`str` or `os.PathLike`):
+            The final folder.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Whether an existing, non-empty `save_directory` may be replaced.
+
+    Raises:
+        `FileExistsError`: if `save_directory` is a file, or a non-empty folder and `overwrite` is `False`.
+    """
+    target = Path(save_directory).absolute()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder; choose another output path.")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{target} is not empty; pass `overwrite=True` to replace it or choose another path.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)
+        if target.exists():
+            previous = target.with_name(f".{target.name}.previous-{uuid.uuid4().hex[:8]}")
+            os.replace(target, previous)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(previous, target)
+                raise
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_eurobert(model: Any) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == "eurobert"
+
+
+def write_model_folder(
+    model: Any,
+    folder: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    model_card: ModelCard | None = None,
+    remote_code: bool | None = None,
+    **save_kwargs: Any,
+) -> Path:
+    """Writes model, tokenizer, card and remote code into an existing, empty folder (no atomicity; see `save_for_hub`).
+
+    With `remote_code=None`, EuroBERT models get their remote code and other models none. With `remote_code=False`,
+    a EuroBERT folder keeps no `auto_map` entry pointing at code it does not contain.
+    """
+    folder = Path(folder)
+    eurobert = _is_eurobert(model)
+    if remote_code and not eurobert:
+        raise ValueError(
+            f"`remote_code=True` exports EuroBERT's code, but this is a {type(model).__name__} "
+            f"({getattr(model.config, 'model_type', None)!r}); leave `remote_code` unset for other models."
+        )
+    model.save_pretrained(folder, **save_kwargs)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    if eurobert and remote_code is not False:
+        export_remote_code(folder)
+    elif eurobert:
+        remove_dangling_auto_map(folder)
+    if model_card is not None:
+        model_card.save(folder / "README.md")
+    return folder
+
+
+def save_for_hub(
+    model: Any,
+    save_directory: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    model_card: ModelCard | None = None,
+    remote_code: bool | None = None,
+    overwrite: bool = False,
+    **save_kwargs: Any,
+) -> Path:
+    """Saves a model as a Hub-ready folder, atomically: weights, config, tokenizer, card and (EuroBERT) remote code.
+
+    Args:
+        model (`PreTrainedModel`):
+            The model to save.
+        save_directory (`str` or `os.PathLike`):
+            The output folder; written to a staging folder next to it and moved into place when complete.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Saved with the model.
+        model_card (`ModelCard`, *optional*):
+            Saved as `README.md` (see `render_eurobert_model_card` / `render_uld_model_card`).
+        remote_code (`bool`, *optional*):
+            Whether to export EuroBERT's self-contained code and a full `auto_map` (`export_remote_code`). Defaults to
+            `True` for EuroBERT models; `True` for another model type raises `ValueError`.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Whether an existing, non-empty `save_directory` may be replaced.
+        save_kwargs:
+            Passed to `model.save_pretrained` (e.g. `max_shard_size`).
+
+    Returns:
+        `Path`: the saved folder.
+    """
+    with atomic_directory(save_directory, overwrite=overwrite) as staging:
+        write_model_folder(
+            model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code, **save_kwargs
+        )
+    return Path(save_directory)
+
+
+def _refuse_files_containing(folder: Path, secret: str | None) -> None:
+    if not secret:
+        return
+    needle = secret.encode()
+    for path in folder.rglob("*"):
+        if path.is_file() and needle in path.read_bytes():
+            raise ValueError(
+                f"Refusing to upload: {path.name} contains your Hugging Face access token. Remove it from the "
+                "object that wrote this file (e.g. a config or tokenizer attribute) and save again."
+            )
+
+
+def push_to_hub(
+    model: Any,
+    repo_id: str,
+    *,
+    tokenizer: Any = None,
+    model_card: ModelCard | None = None,
+    remote_code: bool | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+) -> Any:
+    """Pushes a model with its tokenizer, card and (EuroBERT) remote code to the Hub in a single commit.
+
+    The folder is first written by `write_model_folder` into a temporary directory and checked not to contain the
+    access token, then uploaded with `huggingface_hub.HfApi.upload_folder` (the repository is created if needed).
+
+    Args:
+        model (`PreTrainedModel`):
+            The model to push.
+        repo_id (`str`):
+            `"user/name"` or `"org/name"`.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*), model_card (`ModelCard`, *optional*),
+        remote_code (`bool`, *optional*):
+            As in `save_for_hub`.
+        private (`bool`, *optional*):
+            Visibility of a newly created repository.
+        token (`str`, *optional*):
+            A write token; defaults to the logged-in token. It is sent in the `Authorization` header only.
+        revision (`str`, *optional*):
+            The branch to push to.
+        commit_message (`str`, *optional*):
+            Defaults to "Upload <model class> with eurobert-hf".
+        create_pr (`bool`, *optional*, defaults to `False`):
+            Whether to open a pull request instead of committing to the branch.
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit (its `oid`, `commit_url`, and `pr_url` when `create_pr`).
+    """
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="eurobert-hf-push-") as folder:
+        write_model_folder(model, folder, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
+        _refuse_files_containing(Path(folder), token or get_token())
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        logger.info("Uploading %s to %s", type(model).__name__, repo_id)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message or f"Upload {type(model).__name__} with eurobert-hf",
+            create_pr=create_pr,
+        )
