@@ -1,0 +1,216 @@
+"""Configuration of the [`ULDTrainer`] (Universal Logit Distillation, Boizard et al. 2024, arXiv 2402.12030)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+ULD_ALIGNMENTS = ("positional", "offsets")
+
+
+@dataclass
+class ULDConfig(SFTConfig):
+    r"""
+    Configuration class for the [`ULDTrainer`].
+
+    Extends [`~trl.SFTConfig`] with the parameters of Universal Logit Distillation (ULD), the cross-tokenizer
+    distillation of [Towards Cross-Tokenizer Distillation: the Universal Logit Distillation Loss for
+    LLMs](https://huggingface.co/papers/2402.12030). The training loss is
+
+        uld_crossentropy_weight · CE + uld_distillation_weight · ULD
+
+    where CE is the student's next-token cross-entropy on the completion and ULD is the L1 distance between the sorted
+    next-token probabilities of the student and the teacher, averaged over the aligned completion tokens. Field names
+    follow TRL's `GOLDConfig` where they mean the same thing, so configurations carry over; the defaults follow the
+    paper and the authors' runs instead (GOLD drops the cross-entropy term by default).
+
+    Both terms are normalised by token counts gathered over the whole optimizer step (all gradient-accumulation
+    micro-batches and, with `average_tokens_across_devices=True`, all processes): CE by the number of completion tokens,
+    ULD by the number of aligned completion tokens. The loss and its gradients therefore do not depend on how a batch is
+    split into micro-batches or processes. The paper averages ULD per sample first and then over samples; the
+    token-normalised form weights samples by their number of aligned tokens, which is the only form that is invariant
+    to gradient accumulation.
+
+    Parameters:
+        > Parameters that control the teacher
+
+        teacher_model_name_or_path (`str`, *optional*):
+            Name or path of the teacher, loaded with [`~transformers.AutoModelForCausalLM.from_pretrained`] when the
+            trainer gets no `teacher_model`.
+        teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`] when the teacher is loaded
+            from a name or path. `dtype` defaults to `float32`.
+        teacher_tokenizer_name_or_path (`str`, *optional*):
+            Name or path of the teacher's tokenizer, used when the trainer gets no `teacher_processing_class`. Defaults
+            to the teacher's own name or path.
+
+        > Parameters that control the ULD loss
+
+        uld_crossentropy_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the student's cross-entropy on the completion tokens (1 in the paper).
+        uld_distillation_weight (`float`, *optional*, defaults to `1.5`):
+            Weight λ of the ULD term (1.5 in the authors' runs).
+        uld_student_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature of the student's softmax in the ULD term.
+        uld_teacher_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature of the teacher's softmax in the ULD term.
+        uld_skip_student_eos (`bool`, *optional*, defaults to `True`):
+            Whether to leave the student's last completion token out of the ULD term. The authors' reference code
+            does: their students are base models whose completions end with the EOS token appended for training, a
+            token with no counterpart in the teacher's answer.
+        uld_skip_teacher_eos (`bool`, *optional*, defaults to `False`):
+            Whether to leave the teacher's last completion token out of the ULD term. The authors' reference code keeps
+            it: the teacher's answer is its own generation, whose last token is its real end of answer.
+        uld_alignment (`str`, *optional*, defaults to `"positional"`):
+            How completion tokens of the two tokenizers are paired. `"positional"` (the paper): the k-th student
+            completion token with the k-th teacher completion token, the longer side truncated. `"offsets"`: by the
+            character spans of the completion text (see `eurobert_hf.trainers.uld_alignment`).
+        uld_top_k (`int`, *optional*):
+            When set, only the k largest probabilities of each side are sorted and the remaining mass is accounted for
+            in closed form (faster on large vocabularies; see `uld_loss` for the error bound). `None` sorts the full
+            vocabularies, as the paper.
+
+    The data-preparation parameters of [`~trl.SFTConfig`] apply with these differences:
+
+    - Each sample is tokenized twice, by the student's and by the teacher's tokenizer, each rendering conversational
+      prompts with its own chat template (plain text when the tokenizer has none). SFT's own dataset preparation is
+      therefore always skipped (`dataset_kwargs["skip_prepare_dataset"]` is set to `True`).
+    - `max_length` bounds each side's sequence. Prompts are truncated from the left first, so that the completion
+      stays whole and aligned; a completion longer than `max_length` keeps its start.
+    - `packing`, `padding_free`, `assistant_only_loss`, `completion_only_loss=False`, `loss_type="dft"` and
+      `truncation_mode="keep_end"` are refused: ULD pairs the completion tokens of each sample, which needs one
+      unpacked, padded sample per row and a loss on the completion only.
+
+    > [!NOTE]
+    > Like [`~trl.SFTConfig`], `bf16` defaults to `True` and `gradient_checkpointing` to `True`; set them explicitly on
+    > CPU.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name or path of the teacher, loaded with `AutoModelForCausalLM.from_pretrained` when the trainer "
+            "gets no `teacher_model`."
+        },
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a "
+            "name or path. `dtype` defaults to `float32`."
+        },
+    )
+    teacher_tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name or path of the teacher's tokenizer, used when the trainer gets no "
+            "`teacher_processing_class`. Defaults to the teacher's own name or path."
+        },
+    )
+    uld_crossentropy_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the student's cross-entropy on the completion tokens (1 in the paper)."},
+    )
+    uld_distillation_weight: float = field(
+        default=1.5,
+        metadata={"help": "Weight λ of the ULD term (1.5 in the authors' runs)."},
+    )
+    uld_student_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Temperature of the student's softmax in the ULD term."},
+    )
+    uld_teacher_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Temperature of the teacher's softmax in the ULD term."},
+    )
+    uld_skip_student_eos: bool = field(
+        default=True,
+        metadata={
+            "help": "Whether to leave the student's last completion token out of the ULD term. The authors' "
+            "reference does: it is the EOS appended for training, with no counterpart in the teacher's answer."
+        },
+    )
+    uld_skip_teacher_eos: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether to leave the teacher's last completion token out of the ULD term. The authors' "
+            "reference keeps it: the teacher's answer is its own generation, whose last token ends the answer."
+        },
+    )
+    uld_alignment: str = field(
+        default="positional",
+        metadata={
+            "help": "How completion tokens of the two tokenizers are paired: `positional` (the paper: k-th with k-th, "
+            "the longer side truncated) or `offsets` (by the character spans of the completion text).",
+            "choices": list(ULD_ALIGNMENTS),
+        },
+    )
+    uld_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sort only the k largest probabilities of each side and account for the remaining mass in closed "
+            "form (faster on large vocabularies). `None` sorts the full vocabularies, as the paper."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_uld_fields()
+        self._validate_data_fields()
+        # SFT's preparation tokenizes for the student only; the ULD trainer prepares both sides itself.
+        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    def _validate_uld_fields(self) -> None:
+        for name in ("uld_crossentropy_weight", "uld_distillation_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
+        if self.uld_crossentropy_weight == 0 and self.uld_distillation_weight == 0:
+            raise ValueError(
+                "`uld_crossentropy_weight` and `uld_distillation_weight` are both 0, so there is nothing to train. "
+                "Set at least one of them to a positive value (the paper uses 1.0 and 1.5)."
+            )
+        for name in ("uld_student_temperature", "uld_teacher_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.uld_alignment not in ULD_ALIGNMENTS:
+            raise ValueError(f"`uld_alignment` must be one of {ULD_ALIGNMENTS}, got {self.uld_alignment!r}.")
+        if self.uld_top_k is not None and (isinstance(self.uld_top_k, bool) or self.uld_top_k < 1):
+            raise ValueError(f"`uld_top_k` must be a positive integer or None, got {self.uld_top_k!r}.")
+
+    def _validate_data_fields(self) -> None:
+        if self.packing or self.eval_packing:
+            raise ValueError(
+                "Packing is not supported by ULD: the loss pairs the completion tokens of each sample with the "
+                "teacher's, which needs one sample per row. Set `packing=False` and `eval_packing=False`."
+            )
+        if self.padding_free:
+            raise ValueError(
+                "`padding_free=True` is not supported by ULD: the student and the teacher see differently tokenized "
+                "rows that are padded side by side. Set `padding_free=False`."
+            )
+        if self.assistant_only_loss:
+            raise ValueError(
+                "`assistant_only_loss=True` is not supported by ULD: the loss is always computed on the completion "
+                "(the last assistant turn of a `messages` sample). Set `assistant_only_loss=False`."
+            )
+        if self.completion_only_loss is False:
+            raise ValueError(
+                "`completion_only_loss=False` is not supported by ULD: the student and the teacher only share the "
+                "completion, so both terms are computed on it. Leave `completion_only_loss` unset."
+            )
+        if self.loss_type != "nll":
+            raise ValueError(f"`loss_type={self.loss_type!r}` is not supported by ULD; use `loss_type='nll'`.")
+        if self.truncation_mode != "keep_start":
+            raise ValueError(
+                f"`truncation_mode={self.truncation_mode!r}` is not supported by ULD, which truncates prompts from "
+                "the left first to keep completions aligned. Leave `truncation_mode` at 'keep_start'."
+            )
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(
+                f"`max_length` must be at least 2 (one prompt token and one completion token), got {self.max_length}."
+            )
+
+
+__all__ = ["ULDConfig"]

@@ -1,0 +1,288 @@
+"""Dataset preparation and batching for ULD: every sample tokenized for the student and for the teacher.
+
+Accepted datasets (TRL's formats):
+
+- prompt–completion: `prompt` and `completion` columns, both plain strings or both lists of chat messages;
+- `messages` (or ShareGPT-style `conversations`): the **last assistant turn is the completion**, everything before it
+  (system and user turns, and earlier assistant turns) is the prompt. Earlier assistant turns are therefore context
+  that both models read but neither is trained on; turns after the last assistant turn are ignored. To distil every
+  assistant turn, split the conversation into one prompt–completion sample per turn.
+
+Each side renders the sample its own way, as in the paper, where only the answer text is shared: conversational
+prompts go through the tokenizer's own chat template (with the generation prompt), or, for a tokenizer without one,
+through a plain rendering (message contents separated by blank lines); plain-text prompts are tokenized as they are.
+Plain-text completions get the tokenizer's EOS token appended, as in SFT. Labels are the token ids on the completion
+and `-100` on the prompt (and on padding), on both sides.
+"""
+
+import logging
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedTokenizerBase
+from trl import maybe_convert_to_chatml
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+STUDENT_COLUMNS = ("input_ids", "labels")
+TEACHER_COLUMNS = ("teacher_input_ids", "teacher_labels")
+PREPARED_COLUMNS = STUDENT_COLUMNS + TEACHER_COLUMNS
+
+
+def split_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Splits a conversation into the prompt (every turn before the last assistant turn) and the completion (that
+    turn)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index]["role"] == "assistant":
+            return messages[:index], [messages[index]]
+    raise ValueError(
+        "A `messages` sample has no assistant turn, so it has no completion to distil. Every conversation needs at "
+        "least one message with role 'assistant'."
+    )
+
+
+def _message_text(messages: list[dict[str, Any]]) -> str:
+    return "\n\n".join(str(message["content"]) for message in messages)
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, Any]], completion: str | list[dict[str, Any]]
+) -> tuple[str, str, bool]:
+    """Returns the prompt text, the prompt+completion text and whether the texts already hold special tokens."""
+    if isinstance(prompt, str) != isinstance(completion, str):
+        raise ValueError(
+            "A sample mixes a plain-text prompt with a conversational completion (or the reverse). Use strings for "
+            "both `prompt` and `completion`, or lists of messages for both."
+        )
+    if isinstance(prompt, str):
+        completion_text = completion
+        if tokenizer.eos_token is not None and not completion_text.endswith(tokenizer.eos_token):
+            completion_text += tokenizer.eos_token
+        return prompt, prompt + completion_text, False
+    if tokenizer.chat_template is not None:
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        return prompt_text, full_text, True
+    prompt_text = _message_text(prompt) + "\n\n" if prompt else ""
+    return _render(tokenizer, prompt_text, _message_text(completion))
+
+
+def tokenize_prompt_completion(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | list[dict[str, Any]],
+    completion: str | list[dict[str, Any]],
+    max_length: int | None = None,
+) -> tuple[list[int], list[int]]:
+    """
+    Tokenizes one prompt–completion sample for one model.
+
+    The completion starts where the tokenized prompt and the tokenized prompt+completion diverge (tokens may merge
+    across the boundary). Sequences longer than `max_length` lose prompt tokens from the left first (keeping at least
+    one, which predicts the first completion token), then completion tokens from the right.
+
+    Returns:
+        `tuple[list[int], list[int]]`: the input ids and the labels (`-100` on the prompt).
+    """
+    prompt_text, full_text, templated = _render(tokenizer, prompt, completion)
+    encode_kwargs = {"add_special_tokens": False} if templated else {}
+    prompt_ids = tokenizer(prompt_text, **encode_kwargs)["input_ids"]
+    input_ids = tokenizer(full_text, **encode_kwargs)["input_ids"]
+    prompt_length = 0
+    for prompt_id, input_id in zip(prompt_ids, input_ids):
+        if prompt_id != input_id:
+            break
+        prompt_length += 1
+    if max_length is not None and len(input_ids) > max_length:
+        completion_length = len(input_ids) - prompt_length
+        kept_prompt = min(prompt_length, max(1, max_length - completion_length))
+        input_ids = input_ids[prompt_length - kept_prompt : prompt_length - kept_prompt + max_length]
+        prompt_length = kept_prompt
+    labels = [IGNORE_INDEX] * prompt_length + input_ids[prompt_length:]
+    return input_ids, labels
+
+
+def _column_names(dataset: Dataset | IterableDataset) -> list[str]:
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    return list(next(iter(dataset)).keys())
+
+
+def _prompt_and_completion(example: dict[str, Any]) -> tuple[Any, Any]:
+    if "prompt" in example:
+        return example["prompt"], example["completion"]
+    return split_messages(example["messages"])
+
+
+def _completion_is_empty(example: dict[str, Any]) -> bool:
+    _, completion = _prompt_and_completion(maybe_convert_to_chatml(dict(example)))
+    text = completion if isinstance(completion, str) else _message_text(completion)
+    return not text.strip()
+
+
+def _has_predicted_label(labels: list[int]) -> bool:
+    # The label at position 0 has no logits before it, so it can never be predicted.
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def _filter_with_warning(dataset, predicate, reason: str, dataset_name: str, **kwargs):
+    size = len(dataset) if isinstance(dataset, Dataset) else None
+    dataset = dataset.filter(predicate, **kwargs)
+    if size is not None:
+        dropped = size - len(dataset)
+        if dropped:
+            logger.warning(f"Dropped {dropped} of {size} samples of the {dataset_name} dataset: {reason}.")
+        if len(dataset) == 0:
+            raise ValueError(f"No sample of the {dataset_name} dataset is left for ULD training: {reason}.")
+    return dataset
+
+
+def _validate_prepared(dataset: Dataset | IterableDataset, dataset_name: str) -> None:
+    columns = _column_names(dataset)
+    missing = [column for column in PREPARED_COLUMNS if column not in columns]
+    if missing:
+        raise ValueError(
+            f"The {dataset_name} dataset is pre-tokenized (it has an `input_ids` column) but lacks the columns "
+            f"{missing} that ULD needs. Pass the raw `prompt`/`completion` or `messages` columns instead, and the "
+            "trainer tokenizes them for both models."
+        )
+
+
+def prepare_uld_dataset(
+    dataset: Dataset | IterableDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None = None,
+    num_proc: int | None = None,
+    dataset_name: str = "train",
+) -> Dataset | IterableDataset:
+    """
+    Tokenizes a prompt–completion or `messages` dataset for the student (`input_ids`, `labels`) and for the teacher
+    (`teacher_input_ids`, `teacher_labels`).
+
+    A dataset that already has these columns is returned as it is. Samples with an empty completion, and samples
+    left without a predicted completion token on either side after truncation, are dropped with a warning (a
+    `ValueError` when none is left).
+
+    Args:
+        dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Dataset with `prompt` and `completion` columns, or a `messages` (or `conversations`) column.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+            The student's tokenizer.
+        teacher_tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+            The teacher's tokenizer.
+        max_length (`int`, *optional*):
+            Maximum length of each side's sequence; see [`tokenize_prompt_completion`].
+        num_proc (`int`, *optional*):
+            Number of processes for `Dataset.map`.
+        dataset_name (`str`, *optional*, defaults to `"train"`):
+            Name used in messages.
+    """
+    columns = _column_names(dataset)
+    if "input_ids" in columns:
+        _validate_prepared(dataset, dataset_name)
+        return dataset
+    has_prompt_completion = "prompt" in columns and "completion" in columns
+    if not has_prompt_completion and "messages" not in columns and "conversations" not in columns:
+        raise ValueError(
+            f"The {dataset_name} dataset has the columns {columns}, but ULD needs either `prompt` and `completion` "
+            "columns or a `messages` column (the last assistant turn being the completion)."
+        )
+    map_kwargs = {"num_proc": num_proc} if isinstance(dataset, Dataset) else {}
+    dataset = _filter_with_warning(
+        dataset,
+        lambda example: not _completion_is_empty(example),
+        "their completion is empty, so there is nothing to distil",
+        dataset_name,
+        **map_kwargs,
+    )
+
+    def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
+        prompt, completion = _prompt_and_completion(maybe_convert_to_chatml(dict(example)))
+        input_ids, labels = tokenize_prompt_completion(tokenizer, prompt, completion, max_length)
+        teacher_input_ids, teacher_labels = tokenize_prompt_completion(
+            teacher_tokenizer, prompt, completion, max_length
+        )
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "teacher_input_ids": teacher_input_ids,
+            "teacher_labels": teacher_labels,
+        }
+
+    dataset = dataset.map(tokenize, remove_columns=columns, **map_kwargs)
+    return _filter_with_warning(
+        dataset,
+        lambda example: _has_predicted_label(example["labels"]) and _has_predicted_label(example["teacher_labels"]),
+        f"no completion token is left to predict on the student's or the teacher's side (max_length={max_length})",
+        dataset_name,
+        **map_kwargs,
+    )
+
+
+def count_aligned_tokens(
+    labels: torch.Tensor,
+    teacher_labels: torch.Tensor,
+    skip_student_eos: bool,
+    skip_teacher_eos: bool,
+) -> torch.Tensor:
+    """
+    Number of completion tokens per sample that positional ULD pairs: the predicted completion tokens of each side
+    (labels after the causal shift), minus the skipped last token, the longer side truncated to the shorter.
+
+    Returns:
+        `torch.LongTensor` of shape `(batch,)`.
+    """
+    student = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1) - int(skip_student_eos)
+    teacher = (teacher_labels[:, 1:] != IGNORE_INDEX).sum(dim=1) - int(skip_teacher_eos)
+    return torch.minimum(student, teacher).clamp(min=0)
+
+
+def _pad(sequences: list[list[int]], value: int, length: int) -> torch.Tensor:
+    return torch.tensor([sequence + [value] * (length - len(sequence)) for sequence in sequences], dtype=torch.long)
+
+
+class ULDDataCollator:
+    """
+    Pads the student and teacher sides of a batch of [`prepare_uld_dataset`] samples (on the right) and builds their
+    attention masks.
+
+    Args:
+        pad_token_id (`int`):
+            The student's padding id.
+        teacher_pad_token_id (`int`):
+            The teacher's padding id (any id works: padded positions are masked out).
+        pad_to_multiple_of (`int`, *optional*):
+            Pad each side's length to a multiple of this value.
+    """
+
+    def __init__(self, pad_token_id: int, teacher_pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.teacher_pad_token_id = teacher_pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _length(self, sequences: list[list[int]]) -> int:
+        length = max(len(sequence) for sequence in sequences)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return length
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for prefix, pad_token_id in (("", self.pad_token_id), ("teacher_", self.teacher_pad_token_id)):
+            input_ids = [example[f"{prefix}input_ids"] for example in examples]
+            length = self._length(input_ids)
+            batch[f"{prefix}input_ids"] = _pad(input_ids, pad_token_id, length)
+            batch[f"{prefix}attention_mask"] = _pad([[1] * len(ids) for ids in input_ids], 0, length)
+            batch[f"{prefix}labels"] = _pad([example[f"{prefix}labels"] for example in examples], IGNORE_INDEX, length)
+        return batch
+
+
+__all__ = [
+    "ULDDataCollator",
+    "count_aligned_tokens",
+    "prepare_uld_dataset",
+    "split_messages",
+    "tokenize_prompt_completion",
+]
