@@ -124,7 +124,18 @@ def mistral_tokenizer() -> PreTrainedTokenizerFast:
     with tempfile.TemporaryDirectory() as folder:
         shutil.copy(model_file, os.path.join(folder, "tokenizer.model"))
         with open(os.path.join(folder, "tokenizer_config.json"), "w") as handle:
-            json.dump({"tokenizer_class": "LlamaTokenizerFast", "legacy": True}, handle)
+            json.dump(
+                {
+                    "tokenizer_class": "LlamaTokenizerFast",
+                    "legacy": True,
+                    "add_bos_token": True,
+                    "add_eos_token": False,
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                },
+                handle,
+            )
         tokenizer = AutoTokenizer.from_pretrained(folder)
     if len(tokenizer) != 32000:
         raise AssertionError(f"Mistral tokenizer loaded with {len(tokenizer)} tokens instead of 32000")
