@@ -145,12 +145,17 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 def _probabilities(logits: torch.Tensor, temperature: float, dtype: torch.dtype, side: str) -> torch.Tensor:
     """Softmax of `logits / temperature` in `dtype` (at least float32), finite for logits of any finite magnitude."""
     x = logits.to(dtype)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{side}_logits contain NaN or inf at answer positions; ULD needs finite logits.")
-    # Subtracting the row maximum first makes the largest entry exactly 0: entries more than the dtype's range below it
-    # become -inf (probability 0) instead of overflowing to NaN, whatever the temperature.
-    x = x - x.amax(dim=-1, keepdim=True)
-    if temperature != 1.0:
+    row_max = x.amax(dim=-1, keepdim=True)
+    # The maximum is NaN or +inf exactly when a row holds NaN or +inf, or is all -inf (-inf alone masks a token).
+    if not torch.isfinite(row_max).all():
+        raise ValueError(
+            f"{side}_logits contain NaN or +inf (or a row of only -inf) at answer positions; ULD needs finite logits."
+        )
+    if temperature < 1.0:
+        # Dividing could overflow; subtracting the row maximum first makes the largest entry exactly 0, and entries
+        # more than the dtype's range below it become -inf (probability 0) instead of NaN.
+        x = (x - row_max) / temperature
+    elif temperature > 1.0:
         x = x / temperature
     return torch.softmax(x, dim=-1).cpu().contiguous()
 
