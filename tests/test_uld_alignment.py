@@ -347,3 +347,51 @@ def test_real_tokenizer_fixtures():
     mistral = mistral_tokenizer()
     assert len(mistral) == 32000 and mistral.convert_ids_to_tokens(mistral("Hello")["input_ids"]) == ["<s>", "▁Hello"]
     assert wordpiece_tokenizer().tokenize("Grüße aus Köln") == ["Gr", "##ü", "##ße", "aus", "Kö", "##ln"]
+
+
+def _prompt_completion_sample(tokenizer, prompt_text, full_text):
+    """Ids, offsets and labels of `full_text`, the completion starting where the prompt's tokenization diverges."""
+    encoding = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = encoding["input_ids"]
+    start = next(i for i, (a, b) in enumerate(zip(prompt_ids + [None], ids)) if a != b)
+    return ids, encoding["offset_mapping"], [-100] * start + ids[start:]
+
+
+def test_alignment_columns_with_a_chat_template_teacher():
+    completion = "Die Hauptstadt ist Berlin — schön! 🤗"
+    student, teacher = gpt2_tokenizer(), llama3_tokenizer()
+    student_prompt = "Frage: Was ist die Hauptstadt?\nAntwort: "
+    student_text = student_prompt + completion + student.eos_token
+    teacher_prompt = (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWas ist die Hauptstadt?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    teacher_text = teacher_prompt + completion + "<|eot_id|>"
+    student_ids, student_offsets, student_labels = _prompt_completion_sample(student, student_prompt, student_text)
+    teacher_ids, teacher_offsets, teacher_labels = _prompt_completion_sample(teacher, teacher_prompt, teacher_text)
+
+    columns = align_completion_tokens(
+        completion,
+        (student_text, student_offsets, student_labels),
+        (teacher_text, teacher_offsets, teacher_labels),
+    )
+    student_groups, teacher_groups = columns["uld_groups"], columns["teacher_uld_groups"]
+    student_answer = [i for i, label in zip(student_ids[1:], student_labels[1:]) if label != -100]
+    teacher_answer = [i for i, label in zip(teacher_ids[1:], teacher_labels[1:]) if label != -100]
+    assert len(student_groups) == len(student_answer) and len(teacher_groups) == len(teacher_answer)
+    assert min(student_groups) == min(teacher_groups) == 0 and max(student_groups) == max(teacher_groups)
+    # The end-of-answer tokens (GPT-2's <|endoftext|>, Llama-3's <|eot_id|>) form the last group together.
+    last = max(student_groups)
+    assert [student.decode([i]) for i, g in zip(student_answer, student_groups) if g == last] == ["<|endoftext|>"]
+    assert [teacher.decode([i]) for i, g in zip(teacher_answer, teacher_groups) if g == last] == ["<|eot_id|>"]
+    for group in range(last):
+        spelled_student = student.decode([i for i, g in zip(student_answer, student_groups) if g == group])
+        spelled_teacher = teacher.decode([i for i, g in zip(teacher_answer, teacher_groups) if g == group])
+        assert _squash(spelled_student) == _squash(spelled_teacher) != ""
+    assert (
+        "".join(
+            student.decode([i for i, g in zip(student_answer, student_groups) if g == group]) for group in range(last)
+        ).strip()
+        == completion
+    )

@@ -15,11 +15,14 @@ same text. Tokenizer conventions are normalised so that equal text gives equal c
   prefix (whose offsets may or may not include the space), GPT-2's leading "Ġ" and WordPiece's dropped spaces all
   agree, and whitespace-only tokens join the group of the text before them;
 - byte-level tokens that split one multi-byte character (emoji, CJK) all report that character's span, so they
-  start at the same position and can never be cut apart;
+  start at the same position and are never cut apart; a byte-level token may also end inside the next character
+  (GPT-2 has one token for "の" plus the first byte of "首"), so a position is a cut only if no earlier token of that
+  side reaches past it;
 - tokens that cover no text (EOS, template tokens, spans outside the completion) are left out (group `-1`), except
   that trailing ones on both sides form one last group together (both predict "the answer ends here");
-- if the two sides do not cover the same text at the start or the end (a truncated completion), the partial group
-  there is left out.
+- if the two sides do not cover the same text at the start or the end (a truncated completion), the end of the
+  shorter side counts as a cut of that side and any group only partly covered by it is left out. (A side truncated
+  between the byte tokens of one character still reports the whole character, which offsets cannot reveal.)
 
 **2. Merging a group's distributions (in the loss).** A group of `m` tokens `x_1..x_m` has, by the chain rule, the
 probability `p(x_1..x_m) = Π_j p(x_j | x_<j)`, and under teacher forcing each factor is the next-token distribution
