@@ -133,9 +133,18 @@ def test_gradients_match_reference_autograd(vocabs):
         assert grad[3].abs().sum() == 0  # no aligned token in sample 3
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Hundreds of tiny forward passes: torch's intra-op threads only add synchronisation there."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("vocabs", [(7, 5), (5, 7)])
 @pytest.mark.parametrize("top_k", [None, 3])
-def test_gradcheck(vocabs, top_k):
+def test_gradcheck(vocabs, top_k, one_torch_thread):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs, dtype=torch.float64)
     student_logits = student_logits[:3, :, :].clone().requires_grad_()
     teacher_logits, student_labels, teacher_labels = teacher_logits[:3], student_labels[:3], teacher_labels[:3]
@@ -145,12 +154,18 @@ def test_gradcheck(vocabs, top_k):
     )
 
 
-def test_float32_gradients_match_float64_reference():
-    student_logits, teacher_logits, student_labels, teacher_labels = make_batch(300, 500)
+@pytest.mark.parametrize("vocabs", [(300, 500), (500, 300)])
+def test_float32_gradients_match_float64_reference(vocabs):
+    student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs)
     student_logits.requires_grad_()
     uld_loss(student_logits, teacher_logits, student_labels, teacher_labels).backward()
     logits64 = student_logits.detach().double().requires_grad_()
     reference_uld(logits64, teacher_logits, student_labels, teacher_labels).backward()
+    torch.testing.assert_close(student_logits.grad.double(), logits64.grad, rtol=1e-4, atol=1e-7)
+    # top_k: the float32 path (packed-key sort) agrees with the float64 path (argsort), itself checked by autograd.
+    student_logits.grad = logits64.grad = None
+    uld_loss(student_logits, teacher_logits, student_labels, teacher_labels, top_k=50).backward()
+    uld_loss(logits64, teacher_logits.double(), student_labels, teacher_labels, top_k=50).backward()
     torch.testing.assert_close(student_logits.grad.double(), logits64.grad, rtol=1e-4, atol=1e-7)
 
 
@@ -174,6 +189,7 @@ def test_chunking_and_threads_do_not_change_the_result(monkeypatch, threads):
     value = uld_loss(*batch)
     (grad,) = torch.autograd.grad(value, batch[0])
     monkeypatch.setattr(uld_module, "_CHUNK_SIZE", 3)
+    monkeypatch.setattr(uld_module, "_PARALLEL_MIN_ELEMENTS", 0)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -382,10 +398,12 @@ def test_sorted_teacher_probs_equal_the_live_teacher(vocabs, skip_teacher_eos):
     for top_k in (None, vocabs[1], 10**6):
         cache = sort_teacher_probs(teacher_logits, teacher_labels, temperature=1.7, top_k=top_k)
         cached = uld_loss(student_logits, cache, student_labels, None, **cached_options)
-        assert cached.item() == live.item()
+        # Equal up to float32 summation order (the live teacher sums its tail beyond the student's vocabulary size
+        # straight from a partition, the cache from its sorted values).
+        torch.testing.assert_close(cached, live, rtol=1e-6, atol=0)
         (cached_grad,) = torch.autograd.grad(cached, student_logits)
         (live_grad,) = torch.autograd.grad(live, student_logits, retain_graph=True)
-        assert torch.equal(cached_grad, live_grad)
+        torch.testing.assert_close(cached_grad, live_grad, rtol=1e-5, atol=1e-8)
     # A top-k cache behaves like the live teacher with the same top_k.
     cache = sort_teacher_probs(teacher_logits, teacher_labels, temperature=1.7, top_k=4)
     torch.testing.assert_close(

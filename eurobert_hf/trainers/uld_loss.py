@@ -14,6 +14,7 @@ row, and recomputes the rest in the backward pass. Sorting uses numpy's SIMD sor
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ _CHUNK_SIZE = 64
 # A row whose sorted student/teacher differences change sign more often than this keeps nothing from the forward pass
 # and is recomputed (teacher sort included) in the backward pass, so stored state stays O(answer tokens).
 _MAX_STORED_RUNS = 1024
+# Below this many probabilities in total, starting threads costs more than it saves.
+_PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 @dataclass
@@ -169,32 +172,39 @@ def _sorted_head(probs: np.ndarray, k: int | None) -> tuple[np.ndarray, float]:
     return np.sort(partitioned[split:]), float(partitioned[:split].sum())
 
 
+def _index_word() -> int:
+    """Which 32-bit half of a native uint64 holds its low bits."""
+    return 0 if sys.byteorder == "little" else 1
+
+
 def _ranked_indices(probs: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """
     Indices of the `k` largest entries of a non-negative row in increasing order of value (ties by index), and the
     indices of the others (None when all are kept). Same value order as `_sorted_head`.
     """
-    if probs.dtype == np.float32:
-        # Non-negative float32 values order like their bit patterns, so one 64-bit key (value bits, index) sorts values
-        # and carries the permutation: a SIMD sort of these keys is several times faster than an argsort.
-        keys = (probs.view(np.uint32).astype(np.uint64) << np.uint64(32)) | np.arange(probs.size, dtype=np.uint64)
-        if k is None or k >= probs.size:
-            return (np.sort(keys) & np.uint64(0xFFFFFFFF)).astype(np.intp), None
-        split = probs.size - k
-        partitioned = np.partition(keys, split)
-        head = (np.sort(partitioned[split:]) & np.uint64(0xFFFFFFFF)).astype(np.intp)
-        return head, (partitioned[:split] & np.uint64(0xFFFFFFFF)).astype(np.intp)
-    order = np.argsort(probs, kind="stable")
+    if probs.dtype != np.float32:
+        order = np.argsort(probs, kind="stable")
+        return (order, None) if k is None or k >= probs.size else (order[probs.size - k :], order[: probs.size - k])
+    # Non-negative float32 values order like their bit patterns, so 64-bit keys (value bits high, index low) sort the
+    # values and carry the permutation: a SIMD sort of these keys is several times faster than an argsort.
+    keys = np.empty(probs.size, dtype=np.uint64)
+    words = keys.view(np.uint32)
+    words[_index_word() :: 2] = np.arange(probs.size, dtype=np.uint32)
+    words[1 - _index_word() :: 2] = probs.view(np.uint32)
     if k is None or k >= probs.size:
-        return order, None
-    return order[probs.size - k :], order[: probs.size - k]
+        keys.sort()
+        return words[_index_word() :: 2], None
+    split = probs.size - k
+    keys.partition(split)
+    keys[split:].sort()
+    return words[2 * split + _index_word() :: 2], words[_index_word() : 2 * split : 2]
 
 
 @dataclass
 class _RowState:
     """What the backward pass needs from a row's forward pass: the runs of equal signs of (sorted student − teacher)."""
 
-    head_size: int | None
+    head_size: int
     tail_sign: float
     boundaries: np.ndarray | None = None  # start of every run after the first, over the student's sorted head
     run_signs: np.ndarray | None = None
@@ -205,27 +215,19 @@ def _row_forward(
 ) -> tuple[float, _RowState]:
     """
     ULD term of one aligned token from the student's probabilities and the teacher's sorted (increasing) head and tail
-    mass. The sign runs are kept only when there are at most `max_runs` of them (all when None).
+    mass. The sign runs are kept only when they change fewer than `max_runs` times (always when None).
     """
-    # Sorted positions can be compared only up to the narrowest known head: the top_k cut, or a teacher head with mass
-    # left over. A side whose remaining mass is 0 is known entirely (zeros beyond its head).
-    head_size = top_k
-    if teacher_tail > 0.0 and (head_size is None or teacher_head.size < head_size):
-        head_size = teacher_head.size
-    student_head, student_tail = _sorted_head(probs, head_size)
-    if head_size is not None and teacher_head.size > head_size:
+    # Sorted positions are compared up to the narrowest head: the student's vocabulary, the teacher's known head, the
+    # top_k cut. Everything beyond is compared as one remaining mass per side, which is exact as soon as one side has
+    # none left: a zero-padded side's padding compares to the other side's tail sum.
+    head_size = min(probs.size, teacher_head.size, top_k or probs.size)
+    if teacher_head.size > head_size:
         teacher_tail = teacher_tail + float(teacher_head[:-head_size].sum())
         teacher_head = teacher_head[-head_size:]
-    n_student, n_teacher = student_head.size, teacher_head.size
-    if n_teacher >= n_student:
-        diff = student_head - teacher_head[n_teacher - n_student :]
-        unmatched_teacher = float(teacher_head[: n_teacher - n_student].sum())
-    else:
-        diff = student_head.copy()
-        diff[n_student - n_teacher :] -= teacher_head
-        unmatched_teacher = 0.0
+    student_head, student_tail = _sorted_head(probs, head_size)
+    diff = student_head - teacher_head
     tail_gap = student_tail - teacher_tail
-    loss = float(np.abs(diff).sum()) + unmatched_teacher + abs(tail_gap)
+    loss = float(np.abs(diff).sum()) + abs(tail_gap)
 
     state = _RowState(head_size, float(np.sign(tail_gap)))
     signs = np.sign(diff).astype(np.int8)
@@ -255,7 +257,10 @@ def _teacher_head(row: np.ndarray, tail: float | None, top_k: int | None) -> tup
 def _forward_row(
     probs: np.ndarray, teacher_row: np.ndarray, teacher_tail: float | None, *, top_k: int | None, max_runs: int | None
 ) -> tuple[float, _RowState]:
-    return _row_forward(probs, *_teacher_head(teacher_row, teacher_tail, top_k), top_k, max_runs)
+    # A live teacher is sorted only as far as it can be compared (see `_row_forward`): its values beyond the student's
+    # vocabulary size count only through their sum.
+    teacher_head_size = min(top_k or probs.size, probs.size)
+    return _row_forward(probs, *_teacher_head(teacher_row, teacher_tail, teacher_head_size), top_k, max_runs)
 
 
 def _backward_row(
@@ -271,9 +276,12 @@ def _map(pool: ThreadPoolExecutor | None, function: Callable[..., Any], *iterabl
     return list(pool.map(function, *iterables)) if pool is not None else list(map(function, *iterables))
 
 
-def _thread_pool(num_rows: int) -> ThreadPoolExecutor | None:
+def _thread_pool(num_rows: int, row_size: int) -> ThreadPoolExecutor | None:
+    """Threads for the row work (numpy releases the GIL while sorting), unless the work is too small to gain."""
     workers = min(torch.get_num_threads(), num_rows)
-    return ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    if workers < 2 or num_rows * row_size < _PARALLEL_MIN_ELEMENTS:
+        return None
+    return ThreadPoolExecutor(max_workers=workers)
 
 
 class _ULDRows:
@@ -357,7 +365,7 @@ class _ULDFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, student_logits: torch.Tensor, rows: _ULDRows) -> torch.Tensor:
-        pool = _thread_pool(rows.num_rows)
+        pool = _thread_pool(rows.num_rows, student_logits.shape[-1])
         try:
             value = rows.forward(student_logits, pool)
         finally:
@@ -370,7 +378,7 @@ class _ULDFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         (student_logits,) = ctx.saved_tensors
-        pool = _thread_pool(ctx.rows.num_rows)
+        pool = _thread_pool(ctx.rows.num_rows, student_logits.shape[-1])
         try:
             grad = ctx.rows.backward(student_logits, grad_output, pool)
         finally:
@@ -556,7 +564,7 @@ def sort_teacher_probs(
     values = torch.zeros(batch_size, max_tokens, width, dtype=dtype)
     remaining = torch.zeros(batch_size, max_tokens, dtype=dtype)
     samples, positions, slots = samples.cpu(), positions.cpu(), slots.cpu()
-    pool = _thread_pool(samples.numel())
+    pool = _thread_pool(samples.numel(), vocab_size)
     try:
         for start in range(0, samples.numel(), _CHUNK_SIZE):
             chunk = slice(start, start + _CHUNK_SIZE)
