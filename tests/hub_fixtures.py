@@ -98,21 +98,29 @@ BLOCK_PLUGIN = textwrap.dedent(
 )
 
 
-def run_without_plugin(script: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: int = 600) -> str:
+def run_without_plugin(
+    script: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: int = 600, with_stderr: bool = False
+) -> str:
     """Runs `script` in a fresh interpreter where `eurobert_hf` is not importable; returns its stdout.
 
     Fails with the interpreter's output when the script exits non-zero.
     """
-    return run_python(BLOCK_PLUGIN + textwrap.dedent(script), tmp_path, env=env, timeout=timeout, isolated=True)
+    script = BLOCK_PLUGIN + textwrap.dedent(script)
+    return run_python(script, tmp_path, env=env, timeout=timeout, isolated=True, with_stderr=with_stderr)
 
 
 def run_python(
-    script: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: int = 600, isolated: bool = False
+    script: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+    isolated: bool = False,
+    with_stderr: bool = False,
 ) -> str:
     """Runs `script` in a fresh interpreter (same venv) with private HF caches; with the plugin importable unless
-    `isolated`. Returns stdout; fails with the combined output on a non-zero exit."""
+    `isolated`. Returns stdout (then stderr, with `with_stderr`); fails with both on a non-zero exit."""
     work = tmp_path / "interpreter"
-    work.mkdir(exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "hf_home"
     full_env = {
         key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_", "PYTHON"))
@@ -134,7 +142,7 @@ def run_python(
     result = subprocess.run(command, cwd=work, env=full_env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
+    return result.stdout + (f"\n{result.stderr}" if with_stderr else "")
 
 
 def last_json_line(output: str):

@@ -162,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 validate_model_card(json.loads(body)["content"])
             except ModelCardMetadataError as error:
-                self._json(400, {"error": str(error)})
+                self._json(400, {"error": str(error), "errors": [{"message": str(error)}], "warnings": []})
             else:
                 self._json(200, {"errors": [], "warnings": []})
         elif match := re.fullmatch(rf"/api/{_REPO}/preupload/(?P<rev>[^/]+)", path):
