@@ -275,7 +275,10 @@ class ULDTrainer(SFTTrainer):
             ).logits
 
         predicted = labels[:, 1:] != IGNORE_INDEX
-        ce_sum = F.cross_entropy(outputs.logits[:, :-1][predicted].float(), labels[:, 1:][predicted], reduction="sum")
+        predicted_logits = outputs.logits[:, :-1][predicted]
+        # At least float32, like the ULD term, whatever the model's dtype.
+        predicted_logits = predicted_logits.to(torch.promote_types(predicted_logits.dtype, torch.float32))
+        ce_sum = F.cross_entropy(predicted_logits, labels[:, 1:][predicted], reduction="sum")
         uld_sum = uld_loss(
             outputs.logits,
             teacher_logits,
@@ -337,16 +340,19 @@ class ULDTrainer(SFTTrainer):
             return
         base_model = getattr(self.model, "name_or_path", None)
         teacher = self.teacher_name_or_path or None
+        # Local folders are not Hub ids: name them without the path of the training machine.
+        if teacher and os.path.isdir(teacher):
+            teacher = os.path.basename(os.path.normpath(teacher))
+        hyperparameters = training_hyperparameters(self.args)
+        if "teacher_model_name_or_path" in hyperparameters:
+            hyperparameters["teacher_model_name_or_path"] = teacher
         card = render_uld_model_card(
             self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
-            # Local folders are not Hub ids: name them without the path of the training machine.
             base_model=None if not base_model or os.path.isdir(base_model) else base_model,
-            teacher_model=os.path.basename(os.path.normpath(teacher))
-            if teacher and os.path.isdir(teacher)
-            else teacher,
+            teacher_model=teacher,
             datasets=None if dataset_name and os.path.exists(dataset_name) else dataset_name,
             tags=[tags] if isinstance(tags, str) else list(tags or []),
-            hyperparameters=training_hyperparameters(self.args),
+            hyperparameters=hyperparameters,
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
