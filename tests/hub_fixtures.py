@@ -138,7 +138,7 @@ def run_python(
     if not isolated:
         full_env["PYTHONPATH"] = str(REPO_ROOT)
     full_env |= env or {}
-    command = [sys.executable, *(["-I"] if isolated else []), "-c", script]
+    command = [sys.executable, *(["-I"] if isolated else []), "-c", textwrap.dedent(script)]
     result = subprocess.run(command, cwd=work, env=full_env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -1,0 +1,120 @@
+"""Atomic saving: an interrupted save never leaves a folder that loads half-written."""
+
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, LlamaConfig, LlamaForCausalLM
+
+from eurobert_hf.hub import atomic_directory, save_for_hub
+from eurobert_hf.modeling import EuroBertForMaskedLM
+from tests.hub_fixtures import run_python, tiny_model, tiny_tokenizer
+
+INPUT_IDS = torch.tensor([[2, 5, 6, 7, 3]])
+
+
+class FailingTokenizer:
+    """Writes part of its files, then fails, as a full disk or a crash in the middle of a save would."""
+
+    def save_pretrained(self, folder):
+        with open(os.path.join(folder, "tokenizer.json"), "w") as handle:
+            handle.write("{")
+        raise OSError("No space left on device")
+
+
+def _leftovers(parent):
+    return [path.name for path in parent.iterdir() if path.name.startswith(".")]
+
+
+def _logits(folder):
+    with torch.no_grad():
+        return AutoModelForMaskedLM.from_pretrained(folder).eval()(INPUT_IDS).logits
+
+
+def test_saved_folder_loads_with_the_same_outputs(tmp_path):
+    model = tiny_model(EuroBertForMaskedLM)
+    folder = save_for_hub(model, tmp_path / "model", tokenizer=tiny_tokenizer())
+    with torch.no_grad():
+        expected = model(INPUT_IDS).logits
+    torch.testing.assert_close(_logits(folder), expected, rtol=0, atol=1e-6)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_eurobert.py"} <= set(os.listdir(folder))
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o755)
+    assert _leftovers(tmp_path) == []
+
+
+def test_failure_mid_save_leaves_no_folder(tmp_path):
+    model = tiny_model(EuroBertForMaskedLM)
+    with pytest.raises(OSError, match="No space left"):
+        save_for_hub(model, tmp_path / "model", tokenizer=FailingTokenizer())
+    assert not (tmp_path / "model").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_failure_mid_overwrite_keeps_the_previous_model(tmp_path):
+    previous = tiny_model(EuroBertForMaskedLM, seed=1)
+    folder = save_for_hub(previous, tmp_path / "model")
+    files_before = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    with pytest.raises(OSError, match="No space left"):
+        save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder, tokenizer=FailingTokenizer(), overwrite=True)
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == files_before
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(folder), previous(INPUT_IDS).logits, rtol=0, atol=1e-6)
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces_everything_and_refuses_without_permission(tmp_path):
+    folder = save_for_hub(tiny_model(EuroBertForMaskedLM, seed=1), tmp_path / "model")
+    (folder / "stale.bin").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="pass `overwrite=True`"):
+        save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder)
+    assert (folder / "stale.bin").exists()
+    replacement = tiny_model(EuroBertForMaskedLM, seed=2)
+    save_for_hub(replacement, folder, overwrite=True)
+    assert not (folder / "stale.bin").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(folder), replacement(INPUT_IDS).logits, rtol=0, atol=1e-6)
+    (tmp_path / "empty").mkdir()
+    save_for_hub(replacement, tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        save_for_hub(replacement, tmp_path / "file")
+
+
+def test_killed_process_leaves_no_loadable_half_folder(tmp_path):
+    target = tmp_path / "model"
+    script = f"""
+    import os
+    from eurobert_hf.hub import save_for_hub
+    from eurobert_hf.modeling import EuroBertForMaskedLM
+    from tests.hub_fixtures import tiny_model
+
+    class KilledDuringSave:
+        def save_pretrained(self, folder):
+            os._exit(0)  # the process dies after the weights are written, before the save completes
+
+    save_for_hub(tiny_model(EuroBertForMaskedLM), {str(target)!r}, tokenizer=KilledDuringSave())
+    """
+    run_python(script, tmp_path)
+    assert not target.exists()
+    staging = [tmp_path / name for name in _leftovers(tmp_path)]
+    assert len(staging) == 1 and (staging[0] / "model.safetensors").exists()  # the partial save stays hidden
+    with pytest.raises(OSError):
+        AutoModelForMaskedLM.from_pretrained(target)
+
+
+def test_atomic_directory_is_reusable_for_any_writer(tmp_path):
+    with atomic_directory(tmp_path / "out") as staging:
+        (staging / "a.txt").write_text("a")
+        assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"
+
+
+def test_remote_code_only_for_eurobert(tmp_path):
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    )
+    with pytest.raises(ValueError, match="exports EuroBERT's code"):
+        save_for_hub(llama, tmp_path / "llama", remote_code=True)
+    assert not (tmp_path / "llama").exists()
+    folder = save_for_hub(llama, tmp_path / "llama")
+    assert not (folder / "modeling_eurobert.py").exists()
