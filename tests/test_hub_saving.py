@@ -98,7 +98,7 @@ def test_killed_process_leaves_no_loadable_half_folder(tmp_path):
     assert not target.exists()
     staging = [tmp_path / name for name in _leftovers(tmp_path)]
     assert len(staging) == 1 and (staging[0] / "model.safetensors").exists()  # the partial save stays hidden
-    with pytest.raises(OSError):
+    with pytest.raises((OSError, ValueError)):  # transformers 4.56 reports a missing folder as a bad repo id
         AutoModelForMaskedLM.from_pretrained(target)
 
 
