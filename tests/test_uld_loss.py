@@ -78,6 +78,14 @@ def make_batch(student_vocab, teacher_vocab, dtype=torch.float32, seed=0):
     return student_logits, teacher_logits, student_labels, teacher_labels
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def backend(request, monkeypatch):
+    """Run a test with the host numpy kernels (CPU default) and with the batched torch kernels (accelerator default)."""
+    if request.param == "torch":
+        monkeypatch.setattr(uld_module, "_NUMPY_DEVICE_TYPES", ())
+    return request.param
+
+
 VOCABS = [(37, 23), (23, 37), (30, 30)]
 
 
@@ -85,7 +93,7 @@ VOCABS = [(37, 23), (23, 37), (30, 30)]
 @pytest.mark.parametrize("temperatures", [(1.0, 1.0), (0.5, 2.0)])
 @pytest.mark.parametrize("skips", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("reduction", ["sample", "sum"])
-def test_matches_straightforward_reference(vocabs, temperatures, skips, reduction):
+def test_matches_straightforward_reference(vocabs, temperatures, skips, reduction, backend):
     batch = make_batch(*vocabs)
     options = dict(
         student_temperature=temperatures[0],
@@ -100,7 +108,7 @@ def test_matches_straightforward_reference(vocabs, temperatures, skips, reductio
         torch.testing.assert_close(value.double(), expected.double(), rtol=1e-5, atol=1e-7)
 
 
-def test_sample_reduction_by_hand():
+def test_sample_reduction_by_hand(backend):
     # Student (0.7, 0.2, 0.1) vs teacher (0.5, 0.5): sorted and padded, |0.7-0.5| + |0.2-0.5| + |0.1-0| = 0.6.
     # Second sample (one token): identical distributions, 0. Mean over samples: 0.3.
     student_logits = torch.log(torch.tensor([[[0.7, 0.2, 0.1], [0.1, 0.7, 0.2]], [[0.25, 0.5, 0.25], [1.0, 1, 1]]]))
@@ -116,7 +124,7 @@ def test_sample_reduction_by_hand():
 
 
 @pytest.mark.parametrize("vocabs", VOCABS)
-def test_gradients_match_reference_autograd(vocabs):
+def test_gradients_match_reference_autograd(vocabs, backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs, dtype=torch.float64)
     student_logits.requires_grad_()
     options = dict(student_temperature=0.7, teacher_temperature=1.5, skip_student_eos=True)
@@ -144,7 +152,7 @@ def one_torch_thread():
 
 @pytest.mark.parametrize("vocabs", [(7, 5), (5, 7)])
 @pytest.mark.parametrize("top_k", [None, 3])
-def test_gradcheck(vocabs, top_k, one_torch_thread):
+def test_gradcheck(vocabs, top_k, one_torch_thread, backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs, dtype=torch.float64)
     student_logits = student_logits[:3, :, :].clone().requires_grad_()
     teacher_logits, student_labels, teacher_labels = teacher_logits[:3], student_labels[:3], teacher_labels[:3]
@@ -155,7 +163,7 @@ def test_gradcheck(vocabs, top_k, one_torch_thread):
 
 
 @pytest.mark.parametrize("vocabs", [(300, 500), (500, 300)])
-def test_float32_gradients_match_float64_reference(vocabs):
+def test_float32_gradients_match_float64_reference(vocabs, backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs)
     student_logits.requires_grad_()
     uld_loss(student_logits, teacher_logits, student_labels, teacher_labels).backward()
@@ -202,7 +210,7 @@ def test_chunking_and_threads_do_not_change_the_result(monkeypatch, threads):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs_are_computed_in_float32(dtype):
+def test_half_precision_inputs_are_computed_in_float32(dtype, backend):
     batch = make_batch(40, 60, dtype=dtype)
     batch[0].requires_grad_()
     value = uld_loss(*batch, student_temperature=0.9)
@@ -215,7 +223,7 @@ def test_half_precision_inputs_are_computed_in_float32(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("temperature", [0.05, 1.0, 3.0])
-def test_huge_magnitude_logits_stay_finite(dtype, temperature):
+def test_huge_magnitude_logits_stay_finite(dtype, temperature, backend):
     largest = torch.finfo(dtype).max
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(20, 30)
     student_logits = (student_logits.sign() * largest * torch.rand(student_logits.shape)).to(dtype).requires_grad_()
@@ -229,7 +237,7 @@ def test_huge_magnitude_logits_stay_finite(dtype, temperature):
     torch.testing.assert_close(value.double(), expected.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_identical_distributions_give_zero():
+def test_identical_distributions_give_zero(backend):
     student_logits, _, student_labels, _ = make_batch(30, 30)
     student_logits.requires_grad_()
     value = uld_loss(student_logits, student_logits.detach().clone(), student_labels, student_labels)
@@ -238,7 +246,7 @@ def test_identical_distributions_give_zero():
     assert student_logits.grad.abs().max() < 1e-7
 
 
-def test_permuted_vocabularies_give_zero():
+def test_permuted_vocabularies_give_zero(backend):
     student_logits, _, student_labels, _ = make_batch(30, 30)
     permuted = student_logits[..., torch.randperm(30, generator=torch.Generator().manual_seed(3))]
     assert uld_loss(student_logits, permuted, student_labels, student_labels).item() == pytest.approx(0.0, abs=1e-6)
@@ -247,7 +255,7 @@ def test_permuted_vocabularies_give_zero():
     assert uld_loss(student_logits, widened, student_labels, student_labels).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_no_aligned_token_returns_zero_with_a_gradient_path():
+def test_no_aligned_token_returns_zero_with_a_gradient_path(backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(10, 12)
     student_logits.requires_grad_()
     for labels in (torch.full_like(student_labels, IGNORE), student_labels):
@@ -259,7 +267,7 @@ def test_no_aligned_token_returns_zero_with_a_gradient_path():
             assert grad.abs().sum() == 0
 
 
-def test_eos_skipping_drops_the_last_answer_token():
+def test_eos_skipping_drops_the_last_answer_token(backend):
     # One answer token per side: skipping either EOS leaves nothing aligned.
     student_logits, teacher_logits, _, _ = make_batch(10, 12)
     student_labels = torch.full((4, 12), IGNORE)
@@ -313,7 +321,7 @@ def top_k_masses(student_logits, teacher_logits, student_labels, teacher_labels,
 
 @pytest.mark.parametrize("vocabs", [(37, 23), (23, 37)])
 @pytest.mark.parametrize("k", [1, 4, 15])
-def test_top_k_error_is_within_the_documented_bound(vocabs, k):
+def test_top_k_error_is_within_the_documented_bound(vocabs, k, backend):
     batch = make_batch(*vocabs)
     exact = [loss for losses in reference_token_losses(*batch) for loss in losses]
     masses = top_k_masses(*batch, k)
@@ -340,14 +348,14 @@ def test_top_k_error_is_within_the_documented_bound(vocabs, k):
 
 
 @pytest.mark.parametrize("vocabs", [(37, 23), (23, 37)])
-def test_top_k_covering_a_vocabulary_is_exact(vocabs):
+def test_top_k_covering_a_vocabulary_is_exact(vocabs, backend):
     batch = make_batch(*vocabs)
     exact = uld_loss(*batch)
     for k in (min(vocabs), max(vocabs), 1000):
         torch.testing.assert_close(uld_loss(*batch, top_k=k), exact, rtol=1e-6, atol=0)
 
 
-def test_top_k_gradient_matches_autograd_of_the_top_k_formula():
+def test_top_k_gradient_matches_autograd_of_the_top_k_formula(backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(20, 30, dtype=torch.float64)
     student_logits.requires_grad_()
     k = 6
@@ -389,7 +397,7 @@ def test_sort_teacher_probs_contents():
 
 @pytest.mark.parametrize("vocabs", VOCABS)
 @pytest.mark.parametrize("skip_teacher_eos", [False, True])
-def test_sorted_teacher_probs_equal_the_live_teacher(vocabs, skip_teacher_eos):
+def test_sorted_teacher_probs_equal_the_live_teacher(vocabs, skip_teacher_eos, backend):
     student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs)
     student_logits.requires_grad_()
     options = dict(teacher_temperature=1.7, skip_teacher_eos=skip_teacher_eos, skip_student_eos=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,8 @@ _CHUNK_SIZE = 64
 # A row whose sorted student/teacher differences change sign more often than this keeps nothing from the forward pass
 # and is recomputed (teacher sort included) in the backward pass, so stored state stays O(answer tokens).
 _MAX_STORED_RUNS = 1024
+# Devices whose rows are sorted with numpy on the host; elsewhere (accelerators) the same maths runs in batched torch.
+_NUMPY_DEVICE_TYPES = ("cpu",)
 # Below this many probabilities in total, starting threads costs more than it saves.
 _PARALLEL_MIN_ELEMENTS = 1 << 18
 
@@ -160,7 +162,7 @@ def _probabilities(logits: torch.Tensor, temperature: float, dtype: torch.dtype,
         x = (x - row_max) / temperature
     elif temperature > 1.0:
         x = x / temperature
-    return torch.softmax(x, dim=-1).cpu().contiguous()
+    return torch.softmax(x, dim=-1)
 
 
 def _sorted_head(probs: np.ndarray, k: int | None) -> tuple[np.ndarray, float]:
@@ -284,6 +286,36 @@ def _thread_pool(num_rows: int, row_size: int) -> ThreadPoolExecutor | None:
     return ThreadPoolExecutor(max_workers=workers)
 
 
+def _torch_sorted_head(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched `_sorted_head` in torch: the k largest entries of each row (decreasing), their indices, the rest's sum."""
+    if k >= x.shape[-1]:
+        values, indices = x.sort(dim=-1, descending=True)
+        return values, indices, x.new_zeros(x.shape[0])
+    values, indices = x.topk(k, dim=-1)
+    return values, indices, x.scatter(-1, indices, 0.0).sum(dim=-1)
+
+
+def _torch_chunk(
+    probs: torch.Tensor, teacher: torch.Tensor, teacher_tails: torch.Tensor | None, top_k: int | None, signs: bool
+) -> torch.Tensor:
+    """
+    `_row_forward` for a whole chunk with torch ops (accelerators, where sorting is cheap and host copies are not):
+    the ULD term of every row, or (`signs=True`) d(term)/d(probs) for every row.
+    """
+    vocab = probs.shape[-1]
+    head_size = min(vocab, teacher.shape[-1], top_k or vocab)
+    if teacher_tails is None:
+        teacher_head, _, teacher_tail = _torch_sorted_head(teacher, head_size)
+    else:
+        teacher_head, teacher_tail = teacher[:, :head_size], teacher_tails + teacher[:, head_size:].sum(dim=-1)
+    student_head, order, student_tail = _torch_sorted_head(probs, head_size)
+    diff = student_head - teacher_head
+    tail_gap = student_tail - teacher_tail
+    if not signs:
+        return diff.abs().sum(dim=-1) + tail_gap.abs()
+    return tail_gap.sign()[:, None].expand_as(probs).contiguous().scatter_(-1, order, diff.sign())
+
+
 class _ULDRows:
     """The aligned rows of one `uld_loss` call, and the student and teacher sides of any chunk of them."""
 
@@ -301,62 +333,77 @@ class _ULDRows:
         self.teacher = teacher
         self.student_rows = student_rows
         self.teacher_rows = teacher_rows
-        self.row_weights = row_weights
+        self.row_weights = row_weights.to(student_logits.device)
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.top_k = top_k
         teacher_tensor = teacher.values if isinstance(teacher, SortedTeacherProbs) else teacher
         self.dtype = _compute_dtype(student_logits, teacher_tensor)
         self.num_rows = row_weights.numel()
+        self.on_numpy = student_logits.device.type in _NUMPY_DEVICE_TYPES
         self.states: list[_RowState] = []
 
-    def chunks(self) -> range:
-        return range(0, self.num_rows, _CHUNK_SIZE)
+    def chunks(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.num_rows, _CHUNK_SIZE):
+            yield start, min(_CHUNK_SIZE, self.num_rows - start)
 
-    def student_probs(self, student_logits: torch.Tensor, start: int) -> torch.Tensor:
-        samples, positions = (index[start : start + _CHUNK_SIZE] for index in self.student_rows)
+    def student_probs(self, student_logits: torch.Tensor, start: int, count: int) -> torch.Tensor:
+        samples, positions = (index[start : start + count] for index in self.student_rows)
         return _probabilities(student_logits[samples, positions], self.student_temperature, self.dtype, "student")
 
-    def teacher_side(self, start: int, count: int) -> tuple[list[np.ndarray], list[float | None]]:
-        """Teacher rows of a chunk: probability rows (tail None, sorted later) or cached increasing sorted rows."""
+    def teacher_chunk(self, start: int, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher rows of a chunk: probabilities (tails None), or cached decreasing sorted rows and remaining masses."""
         samples, positions = (index[start : start + count] for index in self.teacher_rows)
         if isinstance(self.teacher, SortedTeacherProbs):
-            values = self.teacher.values[samples, positions].to(self.dtype).cpu().numpy()
-            return list(values[:, ::-1]), self.teacher.remaining_mass[samples, positions].double().cpu().tolist()
-        probs = _probabilities(self.teacher[samples, positions], self.teacher_temperature, self.dtype, "teacher")
-        return list(probs.numpy()), [None] * count
+            values = self.teacher.values[samples, positions].to(device, self.dtype)
+            return values, self.teacher.remaining_mass[samples, positions].to(device, self.dtype)
+        logits = self.teacher[samples, positions]
+        return _probabilities(logits, self.teacher_temperature, self.dtype, "teacher").to(device), None
 
-    def forward(self, student_logits: torch.Tensor, pool: ThreadPoolExecutor | None) -> float:
-        total = 0.0
-        weights = self.row_weights.tolist()
+    def numpy_teacher_rows(self, start: int, count: int) -> tuple[list[np.ndarray], list[float | None]]:
+        """Teacher rows for the numpy kernels: probability rows (tail None) or increasing sorted rows and tails."""
+        teacher, tails = self.teacher_chunk(start, count, torch.device("cpu"))
+        if tails is None:
+            return list(teacher.numpy()), [None] * count
+        return list(teacher.numpy()[:, ::-1]), tails.double().tolist()
+
+    def forward(self, student_logits: torch.Tensor, pool: ThreadPoolExecutor | None) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float64, device=student_logits.device)
         row = partial(_forward_row, top_k=self.top_k, max_runs=_MAX_STORED_RUNS)
-        for start in self.chunks():
-            probs = self.student_probs(student_logits, start).numpy()
-            for i, (loss, state) in enumerate(_map(pool, row, probs, *self.teacher_side(start, len(probs)))):
-                total += weights[start + i] * loss
-                self.states.append(state)
+        for start, count in self.chunks():
+            probs = self.student_probs(student_logits, start, count)
+            if self.on_numpy:
+                results = _map(pool, row, probs.cpu().numpy(), *self.numpy_teacher_rows(start, count))
+                self.states.extend(state for _, state in results)
+                losses = torch.tensor([loss for loss, _ in results], dtype=torch.float64, device=total.device)
+            else:
+                losses = _torch_chunk(probs, *self.teacher_chunk(start, count, probs.device), self.top_k, signs=False)
+            total += (losses.double() * self.row_weights[start : start + count]).sum()
         return total
 
     def backward(
         self, student_logits: torch.Tensor, grad_output: torch.Tensor, pool: ThreadPoolExecutor | None
     ) -> torch.Tensor:
         grad = torch.zeros_like(student_logits)
-        scale = float(grad_output) / self.student_temperature
-        for start in self.chunks():
-            probs = self.student_probs(student_logits, start)
-            count = len(probs)
-            states = self.states[start : start + count]
-            if any(state.boundaries is None for state in states):
-                teacher_rows, teacher_tails = self.teacher_side(start, count)
+        for start, count in self.chunks():
+            probs = self.student_probs(student_logits, start, count)
+            if self.on_numpy:
+                states = self.states[start : start + count]
+                if any(state.boundaries is None for state in states):
+                    teacher_rows, teacher_tails = self.numpy_teacher_rows(start, count)
+                else:
+                    teacher_rows, teacher_tails = [None] * count, [None] * count
+                probs_np = probs.cpu().numpy()
+                signs = _map(pool, _backward_row, probs_np, states, teacher_rows, teacher_tails, [self.top_k] * count)
+                signs = torch.from_numpy(np.stack(signs)).to(probs.device)
             else:
-                teacher_rows, teacher_tails = [None] * count, [None] * count
-            signs = _map(pool, _backward_row, probs.numpy(), states, teacher_rows, teacher_tails, [self.top_k] * count)
-            signs = torch.from_numpy(np.stack(signs))
+                signs = _torch_chunk(probs, *self.teacher_chunk(start, count, probs.device), self.top_k, signs=True)
             # Softmax Jacobian: dL/dz_j = p_j (g_j − Σ_i p_i g_i) / temperature.
-            weights = self.row_weights[start : start + count].to(probs.dtype)[:, None] * scale
+            weights = self.row_weights[start : start + count].to(probs.dtype)[:, None]
+            weights = weights * grad_output.to(probs.dtype) / self.student_temperature
             row_grad = probs * (signs - (probs * signs).sum(dim=-1, keepdim=True)) * weights
             samples, positions = (index[start : start + count] for index in self.student_rows)
-            grad[samples, positions] = row_grad.to(grad.device, grad.dtype)
+            grad[samples, positions] = row_grad.to(grad.dtype)
         return grad
 
 
@@ -365,7 +412,7 @@ class _ULDFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, student_logits: torch.Tensor, rows: _ULDRows) -> torch.Tensor:
-        pool = _thread_pool(rows.num_rows, student_logits.shape[-1])
+        pool = _thread_pool(rows.num_rows, student_logits.shape[-1]) if rows.on_numpy else None
         try:
             value = rows.forward(student_logits, pool)
         finally:
@@ -373,12 +420,12 @@ class _ULDFunction(torch.autograd.Function):
                 pool.shutdown()
         ctx.rows = rows
         ctx.save_for_backward(student_logits)
-        return torch.tensor(value, dtype=rows.dtype, device=student_logits.device)
+        return value.to(rows.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         (student_logits,) = ctx.saved_tensors
-        pool = _thread_pool(ctx.rows.num_rows, student_logits.shape[-1])
+        pool = _thread_pool(ctx.rows.num_rows, student_logits.shape[-1]) if ctx.rows.on_numpy else None
         try:
             grad = ctx.rows.backward(student_logits, grad_output, pool)
         finally:
@@ -571,7 +618,7 @@ def sort_teacher_probs(
             logits = teacher_logits[
                 samples[chunk].to(teacher_logits.device), positions[chunk].to(teacher_logits.device)
             ]
-            probs = _probabilities(logits, temperature, dtype, "teacher").numpy()
+            probs = _probabilities(logits, temperature, dtype, "teacher").cpu().numpy()
             heads = _map(pool, partial(_sorted_head, k=top_k), probs)
             values[samples[chunk], slots[chunk]] = torch.from_numpy(np.stack([head[::-1] for head, _ in heads]))
             remaining[samples[chunk], slots[chunk]] = torch.tensor([tail for _, tail in heads], dtype=dtype)
