@@ -108,7 +108,9 @@ def test_plain_prompt_completion_is_tokenized_for_each_model():
     for side, tokenizer in (("", student_tokenizer()), ("teacher_", teacher_tokenizer())):
         sample = dataset[0]
         input_ids, labels = sample[f"{side}input_ids"], sample[f"{side}labels"]
-        assert tokenizer.decode(input_ids) == "The capital of France is Paris." + tokenizer.eos_token
+        # Whether the tokenizer adds its BOS token depends on the transformers version, not on ULD.
+        text = tokenizer.decode(input_ids).removeprefix(tokenizer.bos_token)
+        assert text == "The capital of France is Paris." + tokenizer.eos_token
         completion = [token for token in labels if token != -100]
         assert tokenizer.decode(completion) == " Paris." + tokenizer.eos_token
         assert labels[: len(labels) - len(completion)] == [-100] * (len(labels) - len(completion))
@@ -406,6 +408,7 @@ def test_bad_trainer_inputs_are_reported(tmp_path):
 # ---------------------------------------------------------------------------------------------------------- example
 
 
+@pytest.mark.slow
 def test_example_script_runs_offline(tmp_path):
     student_path, teacher_path = save_pretrained_pair(str(tmp_path / "models"))
     data_dir = tmp_path / "data"
