@@ -247,6 +247,7 @@ def _save_task_models_one(root, task):
     return str(save_for_hub(model, root / task, tokenizer=tiny_tokenizer(), model_card=card, remote_code=False))
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_quick_starts_run_without_the_plugin_through_remote_code(tmp_path):
     folders = _save_task_models(tmp_path / "models", remote_code=True)
     snippets = {task: _snippet_for_folder(folder, task) for task, folder in folders.items()}

@@ -84,6 +84,7 @@ def test_sentence_transformers_with_plugin_matches_manual_mean_pooling(embedding
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(len(SENTENCES)), atol=1e-5)
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_sentence_transformers_without_plugin_through_remote_code(embedding_folder, tmp_path):
     pytest.importorskip("sentence_transformers")
     folder, expected = embedding_folder

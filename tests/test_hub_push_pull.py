@@ -100,6 +100,7 @@ def hub():
         yield server
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_push_then_pull_without_plugin(hub, tmp_path):
     tokenizer = tiny_tokenizer()
     classifier = tiny_model(EuroBertForSequenceClassification, num_labels=2, classifier_pooling="bos")

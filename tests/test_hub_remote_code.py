@@ -189,6 +189,7 @@ def test_self_containment_check_rejects_foreign_imports():
             check_self_contained(source, "bad.py")
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_loads_without_plugin_with_trust_remote_code(saved_heads, tmp_path):
     root, spec = saved_heads
     report = last_json_line(run_without_plugin(_script("remote", root / "spec.pt"), tmp_path))
@@ -200,6 +201,7 @@ def test_loads_without_plugin_with_trust_remote_code(saved_heads, tmp_path):
     assert report["EuroBertForSequenceClassification"]["classifier_pooling"] == "mean"
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 @pytest.mark.skipif(not NATIVE_EUROBERT, reason="native EuroBERT needs transformers >= 5.3")
 def test_loads_without_plugin_into_native_classes(saved_heads, tmp_path):
     root, spec = saved_heads
@@ -212,6 +214,7 @@ def test_loads_without_plugin_into_native_classes(saved_heads, tmp_path):
     assert report["EuroBertForSequenceClassification"]["classifier_pooling"] == "mean"
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 @pytest.mark.skipif(NATIVE_EUROBERT, reason="transformers >= 5.3 has a native EuroBERT")
 def test_old_transformers_without_plugin_asks_for_trust_remote_code(saved_heads, tmp_path):
     root, spec = saved_heads
@@ -225,6 +228,7 @@ def test_old_transformers_without_plugin_asks_for_trust_remote_code(saved_heads,
     assert "trust_remote_code" in run_without_plugin(script, tmp_path)
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_loads_into_plugin_classes_without_trust_remote_code(saved_heads, tmp_path):
     root, spec = saved_heads
     report = last_json_line(run_python("import eurobert_hf\n" + _script("plugin", root / "spec.pt"), tmp_path))

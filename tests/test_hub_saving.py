@@ -80,6 +80,7 @@ def test_overwrite_replaces_everything_and_refuses_without_permission(tmp_path):
         save_for_hub(replacement, tmp_path / "file")
 
 
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
 def test_killed_process_leaves_no_loadable_half_folder(tmp_path):
     target = tmp_path / "model"
     script = f"""
@@ -118,3 +119,15 @@ def test_remote_code_only_for_eurobert(tmp_path):
     assert not (tmp_path / "llama").exists()
     folder = save_for_hub(llama, tmp_path / "llama")
     assert not (folder / "modeling_eurobert.py").exists()
+
+
+def test_peft_model_must_be_merged_first(tmp_path):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(
+        tiny_model(EuroBertForMaskedLM), peft.LoraConfig(target_modules=["q_proj", "v_proj"], r=2)
+    )
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        save_for_hub(model, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
+    folder = save_for_hub(model.merge_and_unload(), tmp_path / "merged")
+    assert (folder / "modeling_eurobert.py").exists() and not (folder / "adapter_config.json").exists()

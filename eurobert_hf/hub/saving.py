@@ -77,6 +77,12 @@ def write_model_folder(
     a EuroBERT folder keeps no `auto_map` entry pointing at code it does not contain.
     """
     folder = Path(folder)
+    if hasattr(model, "peft_config"):
+        raise ValueError(
+            "This is a PEFT model: its `save_pretrained` writes only the adapter. Merge it first "
+            "(`model = model.merge_and_unload()`) to share a standalone model, or push the adapter with "
+            "`model.push_to_hub(repo_id)`."
+        )
     eurobert = _is_eurobert(model)
     if remote_code and not eurobert:
         raise ValueError(
