@@ -1,6 +1,7 @@
 """EuroBERT as a sentence-transformers embedding model (the folder is written without sentence-transformers)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -88,13 +89,28 @@ def test_sentence_transformers_with_plugin_matches_manual_mean_pooling(embedding
 def test_sentence_transformers_without_plugin_through_remote_code(embedding_folder, tmp_path):
     pytest.importorskip("sentence_transformers")
     folder, expected = embedding_folder
+    card_blocks = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.DOTALL)
+    sentence_transformers_snippet, transformers_snippet = (
+        block.replace('"user/eurobert-embed"', repr(str(folder))) for block in card_blocks
+    )
     script = f"""
-    import json
+    import contextlib, io, json
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer({str(folder)!r}, device="cpu", trust_remote_code=True)
     embeddings = model.encode({SENTENCES!r})
-    print(json.dumps({{"module": type(model[0].auto_model).__module__, "embeddings": embeddings.tolist()}}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec({sentence_transformers_snippet!r}, {{}})
+    namespace = {{}}
+    exec({transformers_snippet!r}, namespace)
+    print(json.dumps({{
+        "module": type(model[0].auto_model).__module__,
+        "embeddings": embeddings.tolist(),
+        "card_snippet_embedding": namespace["embeddings"][0].tolist(),
+    }}))
     """
     result = last_json_line(run_without_plugin(script, tmp_path))
     assert result["module"].startswith("transformers_modules")
     torch.testing.assert_close(torch.tensor(result["embeddings"], dtype=torch.float64), expected, rtol=0, atol=1e-5)
+    # The card's plain-transformers recipe gives the same embedding as sentence-transformers.
+    snippet_embedding = torch.tensor(result["card_snippet_embedding"], dtype=torch.float64)
+    torch.testing.assert_close(snippet_embedding, expected[0], rtol=0, atol=1e-5)

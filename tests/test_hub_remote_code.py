@@ -179,6 +179,11 @@ def test_save_without_remote_code_keeps_no_dangling_auto_map(tmp_path):
 def test_self_containment_check_rejects_foreign_imports():
     check_self_contained("import math\nimport torch\nfrom transformers import PretrainedConfig\n", "ok.py")
     check_self_contained("from .configuration_eurobert import EuroBertConfig\n", "ok.py")
+    # Optional backends, as transformers treats them: guarded imports need not be installed.
+    check_self_contained("try:\n    import flash_attn\nexcept ImportError:\n    pass\n", "ok.py")
+    check_self_contained("if is_flash_attn_2_available():\n    from flash_attn import f\n", "ok.py")
+    with pytest.raises(ValueError, match="numpy"):
+        check_self_contained("if is_flash_attn_2_available():\n    pass\nelse:\n    import numpy\n", "bad.py")
     for source in (
         "import eurobert_hf\n",
         "from eurobert_hf.modeling import x\n",

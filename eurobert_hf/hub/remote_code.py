@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..modeling import configuration_eurobert, modeling_eurobert
@@ -34,13 +35,33 @@ _ALLOWED_PACKAGES = frozenset({"torch", "transformers"}) | frozenset(sys.stdlib_
 _SIBLING_MODULES = frozenset(Path(name).stem for name in REMOTE_CODE_FILES)
 
 
+def _is_availability_check(test: ast.expr) -> bool:
+    return any(
+        isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")).endswith("_available")
+        for node in ast.walk(test)
+    )
+
+
+def _unguarded_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node except those under `try:` or `if is_..._available():`, which transformers does not require to be
+    importable when it loads remote code (optional backends such as flash-attn)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.Try) or (isinstance(node, ast.If) and _is_availability_check(node.test)):
+            stack.extend(node.orelse if isinstance(node, ast.If) else [*node.orelse, *node.finalbody])
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def check_self_contained(source: str, filename: str) -> None:
     """Raises `ValueError` if a remote-code file imports anything but stdlib, torch, transformers or its siblings.
 
     The Hub executes these files in a user's environment that has no `eurobert_hf`; an absolute import of the package
     (or of a third-party module) would crash there.
     """
-    for node in ast.walk(ast.parse(source, filename=filename)):
+    for node in _unguarded_nodes(ast.parse(source, filename=filename)):
         if isinstance(node, ast.Import):
             modules = [(alias.name, 0) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
