@@ -458,3 +458,11 @@ def test_bad_inputs_raise_clear_errors():
         SortedTeacherProbs(cache.values[0], cache.remaining_mass, cache.num_tokens)
     with pytest.raises(ValueError, match="top_k must be None"):
         sort_teacher_probs(teacher_logits, teacher_labels, top_k=0)
+    unsorted = SortedTeacherProbs(cache.values.flip(-1), cache.remaining_mass, cache.num_tokens)
+    raises("must be sorted in decreasing order", student_logits, unsorted, student_labels, None)
+    negative = SortedTeacherProbs(cache.values - 1.0, cache.remaining_mass, cache.num_tokens)
+    raises("negative probabilities", student_logits, negative, student_labels, None)
+    nan_cache = SortedTeacherProbs(cache.values.clone(), cache.remaining_mass, cache.num_tokens)
+    nan_cache.values[0, 0, 0] = math.nan
+    raises("NaN or inf probabilities", student_logits, nan_cache, student_labels, None)
+    raises("student_labels are on meta", student_logits, teacher_logits, student_labels.to("meta"), teacher_labels)

@@ -7,8 +7,9 @@ distance under a uniform cost. Only the *sorted values* matter, so student and t
 
 The implementation never materialises anything of size (answer tokens × vocabulary): it gathers the aligned positions,
 processes them in chunks of rows, keeps from the forward pass only a run-length summary of the gradient signs of each
-row, and recomputes the rest in the backward pass. Sorting uses numpy's SIMD sort (several times faster than
-`torch.sort` on CPU) on a thread pool (numpy releases the GIL while sorting).
+row, and recomputes the rest in the backward pass. On CPU, rows are sorted with numpy's SIMD sort (several times
+faster than `torch.sort`) on a thread pool (numpy releases the GIL while sorting), and the student's permutation comes
+from sorting (value bits, index) keys; on accelerators the same maths runs as batched torch ops per chunk.
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ class SortedTeacherProbs:
             )
 
 
+def _check_sorted_probs(values: torch.Tensor, remaining: torch.Tensor) -> None:
+    """Rows of a SortedTeacherProbs that are read: finite, non-negative, sorted in decreasing order."""
+    if not (torch.isfinite(values).all() and torch.isfinite(remaining).all()):
+        raise ValueError("SortedTeacherProbs holds NaN or inf probabilities for answer tokens.")
+    if (values < 0).any() or (remaining < 0).any():
+        raise ValueError("SortedTeacherProbs holds negative probabilities or remaining masses for answer tokens.")
+    if (values[:, 1:] > values[:, :-1]).any():
+        raise ValueError(
+            "SortedTeacherProbs.values must be sorted in decreasing order along the last dimension (build it with "
+            "sort_teacher_probs)."
+        )
+
+
 def _check_temperature(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
@@ -122,6 +136,10 @@ def _check_logits_and_labels(side: str, logits: Any, labels: Any) -> None:
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
         got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels)
         raise ValueError(f"{side}_labels must be an integer tensor of token ids (ignore_index on prompt), got {got}.")
+    if labels.device != logits.device:
+        raise ValueError(
+            f"{side}_labels are on {labels.device} but {side}_logits on {logits.device}; move them together."
+        )
     if tuple(labels.shape) != tuple(logits.shape[:2]):
         raise ValueError(
             f"{side}_labels must have shape (batch_size, seq_len) = {tuple(logits.shape[:2])} to match {side}_logits, "
@@ -356,7 +374,9 @@ class _ULDRows:
         samples, positions = (index[start : start + count] for index in self.teacher_rows)
         if isinstance(self.teacher, SortedTeacherProbs):
             values = self.teacher.values[samples, positions].to(device, self.dtype)
-            return values, self.teacher.remaining_mass[samples, positions].to(device, self.dtype)
+            remaining = self.teacher.remaining_mass[samples, positions].to(device, self.dtype)
+            _check_sorted_probs(values, remaining)
+            return values, remaining
         logits = self.teacher[samples, positions]
         return _probabilities(logits, self.teacher_temperature, self.dtype, "teacher").to(device), None
 
