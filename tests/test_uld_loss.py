@@ -177,17 +177,25 @@ def test_float32_gradients_match_float64_reference(vocabs, backend):
     torch.testing.assert_close(student_logits.grad.double(), logits64.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_stored_runs_and_recomputed_rows_give_the_same_gradient(monkeypatch):
-    student_logits, teacher_logits, student_labels, teacher_labels = make_batch(200, 300)
+@pytest.mark.parametrize("vocabs", [(200, 300), (300, 200)])
+@pytest.mark.parametrize("top_k", [None, 20])
+def test_every_backward_strategy_gives_the_same_gradient(monkeypatch, vocabs, top_k):
+    """Value thresholds (few sign changes), the re-sorted permutation, and the full recomputation agree exactly."""
+    student_logits, teacher_logits, student_labels, teacher_labels = make_batch(*vocabs)
     student_logits.requires_grad_()
-    (kept,) = torch.autograd.grad(
-        uld_loss(student_logits, teacher_logits, student_labels, teacher_labels), student_logits
-    )
+
+    def gradient():
+        value = uld_loss(student_logits, teacher_logits, student_labels, teacher_labels, top_k=top_k)
+        return torch.autograd.grad(value, student_logits)[0]
+
+    by_thresholds = gradient()
+    monkeypatch.setattr(uld_module, "_MAX_VALUE_THRESHOLDS", 0)
+    by_permutation = gradient()
     monkeypatch.setattr(uld_module, "_MAX_STORED_RUNS", 0)
-    (recomputed,) = torch.autograd.grad(
-        uld_loss(student_logits, teacher_logits, student_labels, teacher_labels), student_logits
-    )
-    torch.testing.assert_close(recomputed, kept, rtol=0, atol=0)
+    recomputed = gradient()
+    assert by_thresholds.abs().sum() > 0
+    torch.testing.assert_close(by_permutation, by_thresholds, rtol=0, atol=0)
+    torch.testing.assert_close(recomputed, by_thresholds, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

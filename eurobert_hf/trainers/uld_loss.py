@@ -33,6 +33,9 @@ _CHUNK_SIZE = 64
 # A row whose sorted student/teacher differences change sign more often than this keeps nothing from the forward pass
 # and is recomputed (teacher sort included) in the backward pass, so stored state stays O(answer tokens).
 _MAX_STORED_RUNS = 1024
+# Up to this many sign changes, the backward pass maps each student probability to its sign by comparing it with the
+# values where the signs change (a few vector compares) instead of sorting the row again to recover its permutation.
+_MAX_VALUE_THRESHOLDS = 64
 # Devices whose rows are sorted with numpy on the host; elsewhere (accelerators) the same maths runs in batched torch.
 _NUMPY_DEVICE_TYPES = ("cpu",)
 # Below this many probabilities in total, starting threads costs more than it saves.
@@ -228,6 +231,10 @@ class _RowState:
     tail_sign: float
     boundaries: np.ndarray | None = None  # start of every run after the first, over the student's sorted head
     run_signs: np.ndarray | None = None
+    # With few runs: the student values where a run starts (increasing), and the sign below the first, between
+    # consecutive ones, and above the last.
+    thresholds: np.ndarray | None = None
+    levels: np.ndarray | None = None
 
 
 def _row_forward(
@@ -255,11 +262,23 @@ def _row_forward(
     if max_runs is None or boundaries.size < max_runs:
         state.boundaries = boundaries
         state.run_signs = signs[np.concatenate(([0], boundaries))]
+        if boundaries.size < _MAX_VALUE_THRESHOLDS:
+            # The student's tail (values below its head) is one more run, below the head's smallest value.
+            has_tail = student_head.size < probs.size
+            starts = np.concatenate(([0], boundaries)) if has_tail else boundaries
+            state.thresholds = student_head[starts]
+            state.levels = np.concatenate(([state.tail_sign] if has_tail else [], state.run_signs)).astype(probs.dtype)
     return loss, state
 
 
 def _row_sign_gradient(probs: np.ndarray, state: _RowState) -> np.ndarray:
     """d(ULD term)/d(student probabilities): sign(sorted student − sorted teacher) scattered back through the sort."""
+    if state.thresholds is not None:
+        # Without ties, an entry's rank lies in the run whose value range holds it: count the run starts below it.
+        level = np.zeros(probs.size, dtype=np.int16)
+        for threshold in state.thresholds:
+            level += probs >= threshold
+        return state.levels[level]
     head, tail = _ranked_indices(probs, state.head_size)
     run_lengths = np.diff(np.concatenate(([0], state.boundaries, [head.size])))
     gradient = np.empty_like(probs)
