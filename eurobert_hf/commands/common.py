@@ -1,0 +1,392 @@
+"""What the `eurobert-hf` commands share: argument parsing, data and model loading, output folders, interruption."""
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import TrlParser
+
+from ..hub import push_to_hub, write_model_folder
+
+# Local data files by extension -> the `datasets` builder that reads them.
+DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+CONFIG_FILE_HELP = (
+    "Every flag can also be set in a YAML file passed with `--config FILE.yaml` (keys are the flag names without "
+    "dashes); flags given on the command line override the file."
+)
+# The Trainer writes this file last when it saves a checkpoint, so a checkpoint that has it is complete.
+TRAINER_STATE_FILE = "trainer_state.json"
+_RESUME_LAST = ("true", "last")
+
+
+class CommandError(Exception):
+    """A problem with the user's input: `eurobert-hf` prints the message (no traceback) and exits with status 1."""
+
+
+class Interrupted(Exception):
+    """Training was interrupted (Ctrl-C); the message says how to resume."""
+
+
+# transformers 5 removed `TrainingArguments.overwrite_output_dir`; the commands then declare the flag themselves.
+_OVERWRITE_FIELD = (
+    "overwrite_output_dir",
+    bool,
+    dataclasses.field(
+        default=False,
+        metadata={"help": "Write into `output_dir` even if it is not empty (files with the same names are replaced)."},
+    ),
+)
+_TRAINING_ARGUMENTS_OVERWRITE = "overwrite_output_dir" in {f.name for f in dataclasses.fields(TrainingArguments)}
+OutputArguments = dataclasses.make_dataclass(
+    "OutputArguments", [] if _TRAINING_ARGUMENTS_OVERWRITE else [_OVERWRITE_FIELD]
+)
+OutputArguments.__doc__ = "Output-folder options that `TrainingArguments` lacks on the installed transformers."
+
+
+@dataclasses.dataclass
+class DataArguments:
+    """Where a command reads its data: local files or a `datasets` dataset (Hub name or local folder)."""
+
+    dataset_name: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "A dataset on the Hugging Face Hub or a local dataset folder, read with `load_dataset`."},
+    )
+    dataset_config: str | None = dataclasses.field(
+        default=None, metadata={"help": "The dataset's configuration (subset) name."}
+    )
+    train_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "A local training file: .json, .jsonl, .csv or .parquet."}
+    )
+    eval_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "A local evaluation file (same formats as `train_file`)."}
+    )
+    train_split: str = dataclasses.field(
+        default="train", metadata={"help": "The split of `dataset_name` to train on."}
+    )
+    eval_split: str | None = dataclasses.field(
+        default=None, metadata={"help": "The split of `dataset_name` to evaluate on (e.g. `validation`)."}
+    )
+    eval_split_size: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Hold out part of the training data for evaluation when there is no eval file or split: a "
+            "fraction (< 1) or a number of samples (>= 1). The split is drawn with `--seed`."
+        },
+    )
+    max_train_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Train on the first N samples only (quick runs)."}
+    )
+    max_eval_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Evaluate on the first N held-out samples only."}
+    )
+
+
+def parse_arguments(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str],
+    prog: str,
+    description: str,
+    defaults: dict[str, Any] | None = None,
+) -> tuple:
+    """Parses `argv` (and a `--config` YAML file) into the dataclasses, then an `OutputArguments` as last item.
+
+    `defaults` replaces the dataclasses' defaults for this command; a config file and the command line override them.
+    """
+    parser = TrlParser(
+        [*dataclass_types, OutputArguments],
+        prog=prog,
+        description=description,
+        epilog=CONFIG_FILE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(**(defaults or {}))
+    try:
+        return parser.parse_args_and_config(args=list(argv))
+    except FileNotFoundError as error:
+        raise CommandError(f"The config file {error.filename} does not exist.") from None
+
+
+def overwrite_requested(training_args: TrainingArguments, output_args: Any) -> bool:
+    return bool(
+        getattr(output_args, "overwrite_output_dir", False) or getattr(training_args, "overwrite_output_dir", False)
+    )
+
+
+def note(message: str) -> None:
+    """A message for the user that is not an error (stderr, so that stdout keeps the summary only)."""
+    print(f"eurobert-hf: {message}", file=sys.stderr)
+
+
+def _load_file(path: str, kind: str) -> Dataset:
+    if not os.path.isfile(path):
+        raise CommandError(f"The {kind} file {path!r} does not exist.")
+    builder = DATA_FILE_BUILDERS.get(Path(path).suffix.lower())
+    if builder is None:
+        raise CommandError(
+            f"Cannot read {path!r}: the supported data files are {', '.join(DATA_FILE_BUILDERS)}. Convert the file "
+            "or pass a dataset with `--dataset_name`."
+        )
+    try:
+        return load_dataset(builder, data_files=path, split="train")
+    except Exception as error:  # noqa: BLE001 - every reader error is a problem with the user's file
+        raise CommandError(f"Cannot read {path!r} as {builder}: {error}") from None
+
+
+def _load_named(name: str, config: str | None) -> DatasetDict:
+    try:
+        loaded = load_dataset(name, config)
+    except Exception as error:  # noqa: BLE001 - missing datasets, configs and offline errors all come here
+        raise CommandError(
+            f"Cannot load the dataset {name!r}"
+            + (f" (configuration {config!r})" if config else "")
+            + f": {str(error).splitlines()[0] if str(error) else type(error).__name__}. Check the name, or pass "
+            "local files with `--train_file`."
+        ) from None
+    return loaded
+
+
+def _first(dataset: Dataset, count: int | None) -> Dataset:
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
+def load_splits(data: DataArguments, seed: int) -> tuple[Dataset, Dataset | None]:
+    """The training dataset and the evaluation dataset (`None` when the user asked for no evaluation data)."""
+    if bool(data.dataset_name) == bool(data.train_file):
+        raise CommandError("Pass exactly one data source: `--train_file FILE` or `--dataset_name NAME`.")
+    eval_dataset = None
+    if data.train_file:
+        train_dataset = _load_file(data.train_file, "training")
+        if data.eval_split:
+            raise CommandError(
+                "`--eval_split` selects a split of `--dataset_name`; with local files use `--eval_file`."
+            )
+    else:
+        splits = _load_named(data.dataset_name, data.dataset_config)
+        for split in (data.train_split, data.eval_split):
+            if split is not None and split not in splits:
+                raise CommandError(
+                    f"The dataset {data.dataset_name!r} has no split {split!r}; its splits are {sorted(splits)}."
+                )
+        train_dataset = splits[data.train_split]
+        if data.eval_split:
+            eval_dataset = splits[data.eval_split]
+    if data.eval_file:
+        eval_dataset = _load_file(data.eval_file, "evaluation")
+    if data.eval_split_size is not None:
+        if eval_dataset is not None:
+            raise CommandError("`--eval_split_size` holds out training data; it cannot be combined with eval data.")
+        size = data.eval_split_size
+        test_size = int(size) if size >= 1 else size
+        if not 0 < size < len(train_dataset):
+            raise CommandError(
+                f"`--eval_split_size {size}` must be a fraction in (0, 1) or a count below the {len(train_dataset)} "
+                "training samples."
+            )
+        split = train_dataset.train_test_split(test_size=test_size, seed=seed)
+        train_dataset, eval_dataset = split["train"], split["test"]
+    train_dataset = _first(train_dataset, data.max_train_samples)
+    if eval_dataset is not None:
+        eval_dataset = _first(eval_dataset, data.max_eval_samples)
+    if len(train_dataset) == 0:
+        raise CommandError("The training data is empty.")
+    return train_dataset, eval_dataset
+
+
+def require_columns(dataset: Dataset, columns: Iterable[str], purpose: str, fix: str) -> None:
+    """Raises a `CommandError` naming the columns `dataset` lacks for `purpose` and how to fix it."""
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise CommandError(
+            f"The data lacks the column(s) {missing} needed for {purpose}; its columns are {dataset.column_names}. "
+            f"{fix}"
+        )
+
+
+def load_model_config(name_or_path: str, who: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The model's config, or a `CommandError` saying the model cannot be found."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        where = (
+            "no such local folder"
+            if os.path.isabs(name_or_path) or name_or_path.startswith(".")
+            else str(error).splitlines()[0]
+        )
+        raise CommandError(
+            f"Cannot load the {who} {name_or_path!r} ({where}). Pass a local folder saved with `save_pretrained` or "
+            "the name of a model on the Hugging Face Hub."
+        ) from None
+
+
+def load_tokenizer(name_or_path: str, who: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer; without a padding token, its end-of-sequence token pads (and the user is told)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"Cannot load the {who}'s tokenizer from {name_or_path!r}: {error}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise CommandError(
+                f"The {who}'s tokenizer ({name_or_path!r}) has neither a padding token nor an end-of-sequence token. "
+                "Add a padding token to it (`tokenizer.add_special_tokens({'pad_token': ...})`) and save it again."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        note(f"the {who}'s tokenizer has no padding token; using its end-of-sequence token {tokenizer.eos_token!r}.")
+    return tokenizer
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder with the highest step that was completely written, if any."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    checkpoints = [(int(m.group(1)), path) for path in folder.iterdir() if (m := pattern.match(path.name))]
+    for _, path in sorted(checkpoints, reverse=True):
+        if (path / TRAINER_STATE_FILE).is_file():
+            return path
+    return None
+
+
+def resolve_resume(training_args: TrainingArguments) -> str | None:
+    """The checkpoint to resume from: `--resume_from_checkpoint PATH`, or `true`/`last` for the latest complete one."""
+    value = training_args.resume_from_checkpoint
+    if value is None:
+        return None
+    if str(value).lower() in _RESUME_LAST:
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
+        if checkpoint is None:
+            raise CommandError(f"There is no complete checkpoint in {training_args.output_dir!r} to resume from.")
+        return str(checkpoint)
+    if not (Path(value) / TRAINER_STATE_FILE).is_file():
+        raise CommandError(
+            f"{value!r} is not a complete checkpoint (a `checkpoint-N` folder with {TRAINER_STATE_FILE}). Pass one "
+            "from the output folder, or `--resume_from_checkpoint last`."
+        )
+    return str(value)
+
+
+def check_output_dir(training_args: TrainingArguments, output_args: Any) -> None:
+    """Refuses a non-empty output folder unless overwriting or resuming was asked for."""
+    folder = Path(training_args.output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"The output path {str(folder)!r} is a file; choose a folder with `--output_dir`.")
+    if (
+        folder.is_dir()
+        and any(folder.iterdir())
+        and training_args.resume_from_checkpoint is None
+        and not overwrite_requested(training_args, output_args)
+    ):
+        raise CommandError(
+            f"The output folder {str(folder)!r} is not empty. Pass `--overwrite_output_dir` to write into it anyway, "
+            "`--resume_from_checkpoint last` to continue its run, or choose another `--output_dir`."
+        )
+
+
+def _resume_command(argv: Sequence[str], command: str, checkpoint: Path) -> str:
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument == "--resume_from_checkpoint":
+            skip = True
+        elif not argument.startswith("--resume_from_checkpoint="):
+            kept.append(argument)
+    return " ".join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
+
+
+def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: Sequence[str]) -> Any:
+    """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume."""
+    try:
+        return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except KeyboardInterrupt:
+        checkpoint = last_complete_checkpoint(trainer.args.output_dir)
+        if checkpoint is None:
+            raise Interrupted(
+                "Interrupted before the first checkpoint was saved, so there is nothing to resume from (checkpoints "
+                "are saved every `--save_steps`). Run the command again with `--overwrite_output_dir`."
+            ) from None
+        raise Interrupted(
+            f"Interrupted. The last complete checkpoint is {checkpoint}. Resume the run with:\n  "
+            + _resume_command(argv, command, checkpoint)
+        ) from None
+
+
+def write_output_folder(
+    model: Any, output_dir: str | os.PathLike, *, tokenizer: Any, model_card: Any, remote_code: bool | None = None
+) -> Path:
+    """Writes the Hub-ready model folder (weights, config, tokenizer, card, EuroBERT remote code) into `output_dir`.
+
+    The checkpoints stay next to it, as with `Trainer.save_model`. The files are written to a hidden staging folder
+    first and moved in with `config.json` last, so that an interrupted save never leaves a loadable half model.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".eurobert-hf-output-", dir=output_dir))
+    try:
+        write_model_folder(model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
+        (output_dir / "config.json").unlink(missing_ok=True)
+        for path in sorted(staging.iterdir(), key=lambda path: path.name == "config.json"):
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def hub_model_id(training_args: TrainingArguments) -> str:
+    """The repository the model is pushed to: `--hub_model_id`, else the output folder's name."""
+    return training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+
+
+def push_output(model: Any, training_args: TrainingArguments, *, tokenizer: Any, model_card: Any) -> str:
+    """Pushes the Hub-ready folder (the same files as `write_output_folder`) in one commit; returns its URL."""
+    commit = push_to_hub(
+        model,
+        hub_model_id(training_args),
+        tokenizer=tokenizer,
+        model_card=model_card,
+        private=training_args.hub_private_repo,
+        token=training_args.hub_token,
+        revision=getattr(training_args, "hub_revision", None),
+    )
+    return commit.commit_url
+
+
+def metric_rows(metrics: dict[str, Any], prefix: str) -> list[tuple[str, Any]]:
+    """`(name, value)` rows of a `Trainer` metrics dict, without the run statistics."""
+    skipped = ("runtime", "samples_per_second", "steps_per_second", "total_flos", "epoch")
+    return [
+        (key, value)
+        for key, value in metrics.items()
+        if key.startswith(prefix) and not key.endswith(skipped) and isinstance(value, int | float)
+    ]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_summary(title: str, rows: Iterable[tuple[str, Any]]) -> None:
+    """Prints a two-column table (name, value) under `title`."""
+    rows = [(str(name), _format_value(value)) for name, value in rows]
+    name_width = max([len(name) for name, _ in rows] + [len(title)])
+    value_width = max([len(value) for _, value in rows] + [1])
+    rule = f"+-{'-' * name_width}-+-{'-' * value_width}-+"
+    print(rule)
+    print(f"| {title.ljust(name_width)} | {' ' * value_width} |")
+    print(rule)
+    for name, value in rows:
+        print(f"| {name.ljust(name_width)} | {value.rjust(value_width)} |")
+    print(rule)

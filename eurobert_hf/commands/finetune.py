@@ -1,0 +1,479 @@
+"""`eurobert-hf finetune`: EuroBERT for text classification, token classification, question answering, multiple choice.
+
+Data come from local files or a `datasets` dataset; the metrics are the package's offline `evaluate` metrics (accuracy
+and macro-F1, entity-level F1, SQuAD exact match / F1). With `--use_lora`, LoRA adapters are trained and merged into
+the saved model, so the output folder is a plain Hub-ready EuroBERT.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset
+from datasets import Sequence as SequenceFeature
+from transformers import (
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForMultipleChoice,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from ..hub import eval_results_from_metrics, render_eurobert_model_card, training_hyperparameters
+from ..metrics import Accuracy, MacroF1, SeqEvalF1, SquadMetric
+from .common import (
+    CommandError,
+    DataArguments,
+    check_output_dir,
+    hub_model_id,
+    load_model_config,
+    load_splits,
+    load_tokenizer,
+    metric_rows,
+    note,
+    parse_arguments,
+    print_summary,
+    push_output,
+    require_columns,
+    resolve_resume,
+    train,
+    write_output_folder,
+)
+
+HELP = "Fine-tune EuroBERT for classification, token classification, question answering or multiple choice."
+TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
+_AUTO_CLASSES = {
+    "text-classification": AutoModelForSequenceClassification,
+    "token-classification": AutoModelForTokenClassification,
+    "question-answering": AutoModelForQuestionAnswering,
+    "multiple-choice": AutoModelForMultipleChoice,
+}
+# PEFT task types (they decide which head modules are trained in full); multiple choice has none in PEFT.
+_PEFT_TASK_TYPES = {
+    "text-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "question-answering": "QUESTION_ANS",
+}
+_MULTIPLE_CHOICE_HEAD = ["dense", "classifier"]
+
+
+@dataclass
+class FinetuneArguments:
+    """What to fine-tune, on which columns, and how (LoRA)."""
+
+    model_name_or_path: str = field(metadata={"help": "A EuroBERT checkpoint: local folder or Hub name."})
+    task: str = field(metadata={"help": "The task to fine-tune for.", "choices": list(TASKS)})
+    text_column: str = field(default="text", metadata={"help": "Text classification: the text column."})
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Text classification: an optional second text (sentence pairs)."}
+    )
+    label_column: str = field(
+        default="label",
+        metadata={"help": "Text classification and multiple choice: the label (class name or id; choice index)."},
+    )
+    tokens_column: str = field(default="tokens", metadata={"help": "Token classification: the list of words."})
+    tags_column: str = field(default="ner_tags", metadata={"help": "Token classification: the tag of each word."})
+    question_column: str = field(
+        default="question", metadata={"help": "Question answering and multiple choice: the question."}
+    )
+    context_column: str = field(default="context", metadata={"help": "Question answering: the context."})
+    answers_column: str = field(
+        default="answers",
+        metadata={"help": "Question answering: SQuAD-style answers `{'text': [...], 'answer_start': [...]}`."},
+    )
+    choices_column: str = field(
+        default="choices", metadata={"help": "Multiple choice: the list of candidate answers."}
+    )
+    max_length: int = field(default=512, metadata={"help": "Maximum number of tokens per input (truncated beyond)."})
+    max_answer_length: int = field(
+        default=30, metadata={"help": "Question answering: longest predicted answer, in tokens."}
+    )
+    classifier_pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": "Classification heads: override the checkpoint's pooling.",
+            "choices": ["bos", "mean", "late"],
+        },
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (merged into the saved model)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get adapters; defaults to PEFT's EuroBERT defaults."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own model code."})
+
+
+@dataclass
+class PreparedTask:
+    """The tokenized data, model factory inputs and metrics of one task."""
+
+    train_dataset: Dataset
+    eval_dataset: Dataset | None
+    collator: Any
+    model_kwargs: dict[str, Any]
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None
+
+
+def _label_names(datasets: Sequence[Dataset | None], column: str) -> list[str]:
+    feature = datasets[0].features[column]
+    if isinstance(feature, SequenceFeature):
+        feature = feature.feature
+    elif isinstance(feature, list):
+        feature = feature[0]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values: set = set()
+    for dataset in datasets:
+        if dataset is not None:
+            for value in dataset[column]:
+                values.update(value if isinstance(value, list) else [value])
+    if any(isinstance(value, float) for value in values):
+        raise CommandError(
+            f"The column {column!r} holds numbers with decimals; classification needs class names or integer ids."
+        )
+    return [str(value) for value in sorted(values)]
+
+
+def _label_maps(names: list[str]) -> dict[str, Any]:
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: index for index, name in enumerate(names)},
+    }
+
+
+def _label_id(value: Any, names: list[str], column: str) -> int:
+    name = str(value)
+    if name not in names:
+        raise CommandError(f"Unknown label {value!r} in {column!r}; the training labels are {names}.")
+    return names.index(name)
+
+
+def _is_class_label(dataset: Dataset, column: str) -> bool:
+    feature = dataset.features[column]
+    return isinstance(getattr(feature, "feature", feature), ClassLabel)
+
+
+def _map(dataset: Dataset | None, function: Callable, **kwargs: Any) -> Dataset | None:
+    if dataset is None:
+        return None
+    return dataset.map(function, remove_columns=dataset.column_names, **kwargs)
+
+
+def _text_classification(
+    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+) -> PreparedTask:
+    columns = [args.text_column, args.label_column] + ([args.text_pair_column] if args.text_pair_column else [])
+    for dataset in (train_data, eval_data):
+        if dataset is not None:
+            require_columns(
+                dataset, columns, "text classification", "Name them with `--text_column`/`--label_column`."
+            )
+    names = _label_names([train_data, eval_data], args.label_column)
+    class_label = _is_class_label(train_data, args.label_column)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        pairs = batch[args.text_pair_column] if args.text_pair_column else None
+        encoded = tokenizer(batch[args.text_column], pairs, truncation=True, max_length=args.max_length)
+        labels = batch[args.label_column]
+        encoded["labels"] = [v if class_label else _label_id(v, names, args.label_column) for v in labels]
+        return encoded
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+        references = np.asarray(prediction.label_ids).tolist()
+        return {
+            **Accuracy().compute(predictions=predicted, references=references),
+            **MacroF1().compute(predictions=predicted, references=references),
+        }
+
+    return PreparedTask(
+        _map(train_data, tokenize, batched=True),
+        _map(eval_data, tokenize, batched=True),
+        DataCollatorWithPadding(tokenizer),
+        {**_label_maps(names), **({"classifier_pooling": args.classifier_pooling} if args.classifier_pooling else {})},
+        compute_metrics,
+    )
+
+
+def _token_classification(
+    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+) -> PreparedTask:
+    for dataset in (train_data, eval_data):
+        if dataset is not None:
+            require_columns(
+                dataset,
+                [args.tokens_column, args.tags_column],
+                "token classification",
+                "Name them with `--tokens_column`/`--tags_column`.",
+            )
+    if not tokenizer.is_fast:
+        raise CommandError("Token classification needs a fast tokenizer (it maps sub-word tokens back to words).")
+    names = _label_names([train_data, eval_data], args.tags_column)
+    class_label = _is_class_label(train_data, args.tags_column)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(
+            batch[args.tokens_column], is_split_into_words=True, truncation=True, max_length=args.max_length
+        )
+        all_labels = []
+        for row, tags in enumerate(batch[args.tags_column]):
+            tag_ids = [t if class_label else _label_id(t, names, args.tags_column) for t in tags]
+            previous, labels = None, []
+            # Only the first token of each word is scored, as the word's tag.
+            for word in encoded.word_ids(row):
+                labels.append(-100 if word is None or word == previous else tag_ids[word])
+                previous = word
+            all_labels.append(labels)
+        encoded["labels"] = all_labels
+        return encoded
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        predicted_ids = np.argmax(prediction.predictions, axis=-1)
+        predictions, references = [], []
+        for predicted_row, label_row in zip(predicted_ids, prediction.label_ids):
+            kept = label_row != -100
+            predictions.append([names[i] for i in predicted_row[kept]])
+            references.append([names[i] for i in label_row[kept]])
+        scores = SeqEvalF1().compute(predictions=predictions, references=references)
+        return {name: scores[f"overall_{name}"] for name in ("precision", "recall", "f1", "accuracy")}
+
+    return PreparedTask(
+        _map(train_data, tokenize, batched=True),
+        _map(eval_data, tokenize, batched=True),
+        DataCollatorForTokenClassification(tokenizer),
+        _label_maps(names),
+        compute_metrics,
+    )
+
+
+def _answer(answers: Any, column: str) -> tuple[list[str], list[int]]:
+    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
+        raise CommandError(
+            f"Each {column!r} entry must be SQuAD-style, `{{'text': [...], 'answer_start': [...]}}`; got {answers!r}."
+        )
+    texts, starts = answers["text"], answers["answer_start"]
+    texts, starts = ([texts], [starts]) if isinstance(texts, str) else (list(texts), list(starts))
+    return texts, [int(start) for start in starts]
+
+
+def _span_positions(offsets: list, sequence_ids: list, start_char: int, end_char: int) -> tuple[int, int]:
+    """Token positions of the answer characters in the context; (0, 0) when truncation cut the answer off."""
+    context = [i for i, sequence in enumerate(sequence_ids) if sequence == 1]
+    if not context or offsets[context[0]][0] > start_char or offsets[context[-1]][1] < end_char:
+        return 0, 0
+    start = next(i for i in context if offsets[i][1] > start_char)
+    end = next(i for i in reversed(context) if offsets[i][0] < end_char)
+    return start, end
+
+
+def _best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, max_answer_length: int) -> tuple:
+    best, span = -np.inf, None
+    for start in np.argsort(start_logits)[::-1][:20]:
+        for end in np.argsort(end_logits)[::-1][:20]:
+            if offsets[start] is None or offsets[end] is None or not 0 <= end - start < max_answer_length:
+                continue
+            score = start_logits[start] + end_logits[end]
+            if score > best:
+                best, span = score, (offsets[start][0], offsets[end][1])
+    return span
+
+
+def _question_answering(
+    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+) -> PreparedTask:
+    columns = [args.question_column, args.context_column, args.answers_column]
+    for dataset in (train_data, eval_data):
+        if dataset is not None:
+            require_columns(
+                dataset,
+                columns,
+                "question answering",
+                "Name them with `--question_column`/`--context_column`/`--answers_column`.",
+            )
+    if not tokenizer.is_fast:
+        raise CommandError("Question answering needs a fast tokenizer (it maps answer characters to tokens).")
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(
+            batch[args.question_column],
+            batch[args.context_column],
+            truncation="only_second",
+            max_length=args.max_length,
+            return_offsets_mapping=True,
+        )
+        starts, ends, context_offsets = [], [], []
+        for row, answers in enumerate(batch[args.answers_column]):
+            texts, answer_starts = _answer(answers, args.answers_column)
+            sequence_ids = encoded.sequence_ids(row)
+            offsets = encoded["offset_mapping"][row]
+            start, end = _span_positions(offsets, sequence_ids, answer_starts[0], answer_starts[0] + len(texts[0]))
+            starts.append(start)
+            ends.append(end)
+            context_offsets.append([o if s == 1 else None for o, s in zip(offsets, sequence_ids)])
+        encoded["start_positions"], encoded["end_positions"] = starts, ends
+        del encoded["offset_mapping"]
+        return {**encoded, "context_offsets": context_offsets}
+
+    train_features = _map(train_data, tokenize, batched=True).remove_columns("context_offsets")
+    eval_features = _map(eval_data, tokenize, batched=True)
+    compute_metrics = None
+    if eval_data is not None:
+        contexts = eval_data[args.context_column]
+        answers = [_answer(a, args.answers_column) for a in eval_data[args.answers_column]]
+        ids = (
+            [str(i) for i in eval_data["id"]]
+            if "id" in eval_data.column_names
+            else [str(i) for i in range(len(eval_data))]
+        )
+        context_offsets = eval_features["context_offsets"]
+        eval_features = eval_features.remove_columns("context_offsets")
+
+        def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+            start_logits, end_logits = prediction.predictions[:2]
+            predictions, references = [], []
+            for row, (identifier, context, (texts, answer_starts)) in enumerate(zip(ids, contexts, answers)):
+                offsets = context_offsets[row]
+                width = len(offsets)
+                span = _best_span(start_logits[row][:width], end_logits[row][:width], offsets, args.max_answer_length)
+                text = context[span[0] : span[1]] if span else ""
+                predictions.append({"id": identifier, "prediction_text": text})
+                references.append({"id": identifier, "answers": {"text": texts, "answer_start": answer_starts}})
+            return SquadMetric().compute(predictions=predictions, references=references)
+
+    return PreparedTask(train_features, eval_features, DataCollatorWithPadding(tokenizer), {}, compute_metrics)
+
+
+def _multiple_choice(
+    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+) -> PreparedTask:
+    columns = [args.question_column, args.choices_column, args.label_column]
+    for dataset in (train_data, eval_data):
+        if dataset is not None:
+            require_columns(
+                dataset,
+                columns,
+                "multiple choice",
+                "Name them with `--question_column`/`--choices_column`/`--label_column`.",
+            )
+
+    def tokenize(example: dict[str, Any]) -> dict[str, Any]:
+        choices = example[args.choices_column]
+        label = example[args.label_column]
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise CommandError(f"{args.choices_column!r} must hold a list of at least two answers, got {choices!r}.")
+        if not isinstance(label, int) or not 0 <= label < len(choices):
+            raise CommandError(f"{args.label_column!r} must be the index of the right choice, got {label!r}.")
+        encoded = tokenizer(
+            [example[args.question_column]] * len(choices), choices, truncation=True, max_length=args.max_length
+        )
+        return {**encoded, "labels": label}
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        predicted = np.argmax(prediction.predictions, axis=-1).tolist()
+        return Accuracy().compute(predictions=predicted, references=np.asarray(prediction.label_ids).tolist())
+
+    model_kwargs = {"classifier_pooling": args.classifier_pooling} if args.classifier_pooling else {}
+    return PreparedTask(
+        _map(train_data, tokenize),
+        _map(eval_data, tokenize),
+        DataCollatorForMultipleChoice(tokenizer),
+        model_kwargs,
+        compute_metrics,
+    )
+
+
+_PREPARE = {
+    "text-classification": _text_classification,
+    "token-classification": _token_classification,
+    "question-answering": _question_answering,
+    "multiple-choice": _multiple_choice,
+}
+
+
+def _lora_config(args: FinetuneArguments) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=_PEFT_TASK_TYPES.get(args.task),
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        modules_to_save=_MULTIPLE_CHOICE_HEAD if args.task == "multiple-choice" else None,
+    )
+
+
+def _dataset_label(data: DataArguments) -> str:
+    return data.dataset_name or Path(data.train_file).name
+
+
+def run(argv: Sequence[str]) -> int:
+    """Runs `eurobert-hf finetune` with `argv`; returns the exit status."""
+    args, data, training_args, output_args = parse_arguments(
+        (FinetuneArguments, DataArguments, TrainingArguments), argv, "eurobert-hf finetune", __doc__
+    )
+    check_output_dir(training_args, output_args)
+    resume = resolve_resume(training_args)
+    config = load_model_config(args.model_name_or_path, "model", args.trust_remote_code)
+    if config.model_type != "eurobert":
+        raise CommandError(
+            f"`finetune` trains EuroBERT, but {args.model_name_or_path!r} is a {config.model_type!r} model. Pass a "
+            "EuroBERT checkpoint (e.g. EuroBERT/EuroBERT-210m)."
+        )
+    tokenizer = load_tokenizer(args.model_name_or_path, "model", args.trust_remote_code)
+    train_data, eval_data = load_splits(data, training_args.seed)
+    task = _PREPARE[args.task](args, train_data, eval_data, tokenizer)
+
+    model = _AUTO_CLASSES[args.task].from_pretrained(
+        args.model_name_or_path, trust_remote_code=args.trust_remote_code, **task.model_kwargs
+    )
+    if args.use_lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(args))
+    if task.eval_dataset is None and training_args.eval_strategy != "no":
+        note("no evaluation data (pass `--eval_file`, `--eval_split` or `--eval_split_size`): evaluation is off.")
+        training_args.eval_strategy = "no"
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=task.train_dataset,
+        eval_dataset=task.eval_dataset,
+        data_collator=task.collator,
+        processing_class=tokenizer,
+        compute_metrics=task.compute_metrics,
+    )
+    result = train(trainer, resume, "finetune", argv)
+    metrics = trainer.evaluate() if task.eval_dataset is not None else {}
+
+    final_model = trainer.model.merge_and_unload() if args.use_lora else trainer.model
+    base_model = None if Path(args.model_name_or_path).exists() else args.model_name_or_path
+    card = render_eurobert_model_card(
+        hub_model_id(training_args),
+        task=args.task,
+        model=final_model,
+        base_model=base_model,
+        datasets=data.dataset_name if data.dataset_name and not Path(data.dataset_name).exists() else None,
+        eval_results=eval_results_from_metrics(metrics, task_type=args.task, dataset_name=_dataset_label(data)),
+        hyperparameters=training_hyperparameters(training_args),
+    )
+    output_dir = write_output_folder(final_model, training_args.output_dir, tokenizer=tokenizer, model_card=card)
+    rows = [("task", args.task), ("training samples", len(task.train_dataset)), ("steps", result.global_step)]
+    rows += [("train loss", result.training_loss), *metric_rows(metrics, "eval_")]
+    if training_args.push_to_hub:
+        rows.append(("pushed to", push_output(final_model, training_args, tokenizer=tokenizer, model_card=card)))
+    rows.append(("model folder", str(output_dir)))
+    print_summary(f"eurobert-hf finetune ({'LoRA, merged' if args.use_lora else 'full'})", rows)
+    return 0

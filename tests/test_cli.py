@@ -1,0 +1,164 @@
+"""End-to-end tests of the `eurobert-hf` command line on tiny models saved to temporary folders and local data files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Trainer,
+)
+
+from eurobert_hf import EuroBertConfig, EuroBertForMaskedLM
+from eurobert_hf.cli import main
+
+# Flags that keep every run tiny, deterministic, offline and on the CPU.
+FAST = [
+    "--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
+    "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+    "--disable_tqdm", "True", "--seed", "0",
+]  # fmt: skip
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w", encoding="utf-8") as file:
+        for row in rows:
+            file.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+def char_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+    """A real WordPiece pipeline (BERT normalizer and pre-tokenizer, offsets) over single characters: any text made of
+    ASCII and Latin-1 letters tokenizes, with a vocabulary of a few hundred entries so that the models stay tiny."""
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+    characters = [chr(code) for code in range(33, 256) if chr(code).isprintable()]
+    vocab = {token: index for index, token in enumerate(specials + characters + ["##" + c for c in characters])}
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        mask_token="<mask>",
+    )  # fmt: skip
+
+
+def byte_level_tokenizer(pad: bool = True) -> PreTrainedTokenizerFast:
+    """A real byte-level BPE pipeline (GPT-2's pre-tokenizer and decoder) with the 256 byte tokens and no merges."""
+    byte_tokens = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: index for index, token in enumerate(sorted(byte_tokens))}
+    vocab["<|endoftext|>"] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    if pad:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def eurobert_dir(tmp_path_factory) -> str:
+    """A tiny EuroBERT (masked LM, hidden size 32) saved with a character-level WordPiece tokenizer."""
+    tokenizer = char_wordpiece_tokenizer()
+    config = EuroBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("eurobert")
+    EuroBertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def assert_hub_folder(folder, *, remote_code: bool) -> ModelCard:
+    """The folder holds weights, config, tokenizer and a card (and EuroBERT's remote code when expected)."""
+    names = set(os.listdir(folder))
+    assert {"config.json", "model.safetensors", "README.md"} <= names, names
+    assert "tokenizer.json" in names or "tokenizer.model" in names, names
+    assert ("modeling_eurobert.py" in names) == remote_code, names
+    assert not [name for name in names if name.startswith(".eurobert-hf-output-")], names
+    return ModelCard.load(os.path.join(folder, "README.md"))
+
+
+CLASSIFICATION_ROWS = [
+    {"text": "I loved this film", "label": "positive"},
+    {"text": "Terrible and boring", "label": "negative"},
+    {"text": "Un film magnifique", "label": "positive"},
+    {"text": "Ein schrecklicher Film", "label": "negative"},
+    {"text": "What a great story", "label": "positive"},
+    {"text": "Never again, awful", "label": "negative"},
+]
+
+
+def test_finetune_text_classification_writes_hub_folder(eurobert_dir, tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS[:4])
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", CLASSIFICATION_ROWS[4:])
+    output_dir = tmp_path / "out"
+    code = main(
+        [
+            "finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+            "--train_file", train_file, "--eval_file", eval_file, "--output_dir", str(output_dir),
+            "--eval_strategy", "no", *FAST,
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval_accuracy" in captured.out and "eval_f1" in captured.out
+    card = assert_hub_folder(output_dir, remote_code=True)
+    assert card.data.pipeline_tag == "text-classification"
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert AutoTokenizer.from_pretrained(output_dir).mask_token == "<mask>"
+
+
+DOCUMENTS = [
+    "EuroBERT is a multilingual encoder for European languages.",
+    "Le modèle lit des documents en français et en anglais.",
+    "Das Modell wird mit maskierten Wörtern trainiert.",
+    "Short one.",
+    "El modelo aprende a predecir las palabras ocultas.",
+    "Il modello impara dalle parole nascoste.",
+]
+
+
+def test_pretrain_mask_only_packed_wsd(eurobert_dir, tmp_path, capsys):
+    train_file = tmp_path / "docs.csv"
+    train_file.write_text("text\n" + "\n".join(f'"{document}"' for document in DOCUMENTS) + "\n", encoding="utf-8")
+    output_dir = tmp_path / "mlm"
+    code = main(
+        [
+            "pretrain", "--model_name_or_path", eurobert_dir, "--train_file", str(train_file),
+            "--eval_split_size", "2", "--max_length", "24", "--mlm_probability", "0.5", "--warmup_steps", "1",
+            "--output_dir", str(output_dir), *FAST,
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warmup_stable_decay" in captured.out and "eval_loss" in captured.out
+    card = assert_hub_folder(output_dir, remote_code=True)
+    assert card.data.pipeline_tag == "fill-mask"
+    assert AutoModelForMaskedLM.from_pretrained(output_dir).config.model_type == "eurobert"
