@@ -14,6 +14,7 @@ from datasets import Dataset
 from peft import LoraConfig
 
 from eurobert_hf.trainers import ULDConfig, ULDTrainer
+from eurobert_hf.trainers.teacher_cache import cache_teacher_probs
 from eurobert_hf.trainers.uld_data import ULDDataCollator, prepare_uld_dataset, tokenize_prompt_completion
 from tests.uld_fixtures import (
     chat_teacher_tokenizer,
@@ -88,6 +89,7 @@ def test_config_parses_teacher_init_kwargs_from_json(tmp_path):
         ({"uld_teacher_temperature": -2.0}, "uld_teacher_temperature"),
         ({"uld_alignment": "bytes"}, "uld_alignment"),
         ({"uld_top_k": 0}, "uld_top_k"),
+        ({"uld_alignment": "offsets"}, "set `uld_top_k`"),
         ({"packing": True}, "Packing"),
         ({"padding_free": True}, "padding_free"),
         ({"assistant_only_loss": True}, "assistant_only_loss"),
@@ -214,6 +216,20 @@ def test_collator_pads_each_side_with_its_own_token():
     assert batch["teacher_labels"].tolist() == [[4, -100], [-100, 6]]
 
 
+def test_offsets_alignment_adds_one_group_per_predicted_completion_token():
+    dataset = prepare_uld_dataset(
+        prompt_completion_dataset(4), student_tokenizer(), teacher_tokenizer(), alignment="offsets"
+    )
+    for sample in dataset:
+        for side in ("", "teacher_"):
+            predicted = [label for label in sample[f"{side}labels"][1:] if label != -100]
+            groups = sample[f"{side}uld_groups"]
+            assert len(groups) == len(predicted)
+            assert max(groups) >= 0 and groups == sorted(groups, key=lambda group: (group < 0, group))
+        # Both sides cover the same completion text, so they have the same groups.
+        assert {g for g in sample["uld_groups"] if g >= 0} == {g for g in sample["teacher_uld_groups"] if g >= 0}
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
 
 
@@ -297,7 +313,7 @@ def test_evaluate_prepares_a_raw_dataset_and_reports_both_terms(tmp_path):
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_ce_loss"] + 1.5 * metrics["eval_uld_loss"], rel=1e-5)
 
 
-def _one_sgd_step(output_dir, batch_size, accumulation):
+def _one_sgd_step(output_dir, batch_size, accumulation, **overrides):
     # float64, so that the comparison sees the normalisation and not float32 rounding of the parameter updates.
     trainer = make_trainer(
         output_dir,
@@ -311,6 +327,7 @@ def _one_sgd_step(output_dir, batch_size, accumulation):
         learning_rate=1.0,
         lr_scheduler_type="constant",
         max_grad_norm=0.0,
+        **overrides,
     )
     before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
     trainer.train()
@@ -318,15 +335,60 @@ def _one_sgd_step(output_dir, batch_size, accumulation):
     return trainer.state.log_history[0], updates
 
 
-def test_gradient_accumulation_does_not_change_loss_or_gradients(tmp_path):
-    log_full, updates_full = _one_sgd_step(tmp_path / "a", batch_size=4, accumulation=1)
-    log_split, updates_split = _one_sgd_step(tmp_path / "b", batch_size=2, accumulation=2)
+# The tiny random models are nearly uniform; low temperatures make the top-k vectors of offsets alignment differ.
+OFFSETS = {
+    "uld_alignment": "offsets",
+    "uld_top_k": 16,
+    "uld_student_temperature": 0.02,
+    "uld_teacher_temperature": 0.02,
+}
+
+
+@pytest.mark.parametrize("alignment", [{}, OFFSETS], ids=["positional", "offsets"])
+def test_gradient_accumulation_does_not_change_loss_or_gradients(tmp_path, alignment):
+    log_full, updates_full = _one_sgd_step(tmp_path / "a", batch_size=4, accumulation=1, **alignment)
+    log_split, updates_split = _one_sgd_step(tmp_path / "b", batch_size=2, accumulation=2, **alignment)
+    assert log_full["uld_loss"] > 0.1
     for key in ("loss", "ce_loss", "uld_loss"):
         assert log_split[key] == pytest.approx(log_full[key], rel=1e-6)
     for name, update in updates_full.items():
         scale = update.abs().max().item()
         assert scale > 0, name
         assert (updates_split[name] - update).abs().max().item() <= 1e-6 * scale, name
+
+
+def test_training_on_a_complete_teacher_cache_matches_the_live_teacher(tmp_path):
+    # Roles swapped, so that the cached teacher vocabulary (GPT-2's 50257 tokens) stays small.
+    prepared = prepare_uld_dataset(prompt_completion_dataset(4), teacher_tokenizer(), student_tokenizer())
+    cached = cache_teacher_probs(tiny_student(), prepared, top_k=None)
+    histories = []
+    for teacher, dataset in ((tiny_student(), prepared), (None, cached)):
+        trainer = ULDTrainer(
+            model=tiny_teacher(),
+            teacher_model=teacher,
+            args=make_config(tmp_path / str(len(histories)), max_steps=2),
+            train_dataset=dataset,
+            processing_class=teacher_tokenizer(),
+            teacher_processing_class=student_tokenizer() if teacher is not None else None,
+        )
+        trainer.train()
+        histories.append([log for log in trainer.state.log_history if "loss" in log])
+    assert trainer.teacher_model is None
+    for live, from_cache in zip(*histories):
+        for key in ("loss", "ce_loss", "uld_loss"):
+            assert from_cache[key] == pytest.approx(live[key], rel=1e-5)
+
+
+def test_cache_built_with_another_temperature_is_refused(tmp_path):
+    prepared = prepare_uld_dataset(prompt_completion_dataset(2), teacher_tokenizer(), student_tokenizer())
+    cached = cache_teacher_probs(tiny_student(), prepared, top_k=None, teacher_temperature=2.0)
+    with pytest.raises(ValueError, match="teacher_temperature"):
+        ULDTrainer(
+            model=tiny_teacher(),
+            args=make_config(tmp_path),
+            train_dataset=cached,
+            processing_class=teacher_tokenizer(),
+        )
 
 
 def test_teacher_tokenizer_without_pad_token_is_handled(tmp_path):
@@ -375,12 +437,33 @@ def test_models_and_tokenizers_load_from_paths(tmp_path):
     trainer.train()
     trainer.create_model_card()
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "| Teacher | [teacher]" in card and "/models/" not in card
+    assert "| Teacher | `teacher` |" in card and "/models/" not in card
 
 
 def test_bad_trainer_inputs_are_reported(tmp_path):
-    with pytest.raises(ValueError, match="needs a teacher"):
-        ULDTrainer(tiny_student(), args=make_config(tmp_path), train_dataset=prompt_completion_dataset())
+    with pytest.raises(ValueError, match="no teacher cache"):
+        ULDTrainer(
+            tiny_student(),
+            args=make_config(tmp_path),
+            train_dataset=prompt_completion_dataset(),
+            processing_class=student_tokenizer(),
+        )
+    with pytest.raises(ValueError, match="pass `processing_class`"):
+        ULDTrainer(
+            tiny_student(),
+            tiny_teacher(),
+            args=make_config(tmp_path),
+            train_dataset=prompt_completion_dataset(),
+            teacher_processing_class=teacher_tokenizer(),
+        )
+    with pytest.raises(ValueError, match="pass `teacher_processing_class`"):
+        ULDTrainer(
+            tiny_student(),
+            tiny_teacher(),
+            args=make_config(tmp_path),
+            train_dataset=prompt_completion_dataset(),
+            processing_class=student_tokenizer(),
+        )
     with pytest.raises(TypeError, match="ULDConfig"):
         from trl import SFTConfig
 

@@ -63,12 +63,14 @@ class ULDConfig(SFTConfig):
             it: the teacher's answer is its own generation, whose last token is its real end of answer.
         uld_alignment (`str`, *optional*, defaults to `"positional"`):
             How completion tokens of the two tokenizers are paired. `"positional"` (the paper): the k-th student
-            completion token with the k-th teacher completion token, the longer side truncated. `"offsets"`: by the
-            character spans of the completion text (see `eurobert_hf.trainers.uld_alignment`).
+            completion token with the k-th teacher completion token, the longer side truncated. `"offsets"`: groups of
+            tokens covering the same characters of the completion text (see `eurobert_hf.trainers.uld_alignment`;
+            needs `uld_top_k` and fast tokenizers). With offsets, the tokens after the completion text (EOS, end of
+            turn) are compared, as one group, only when neither `uld_skip_*_eos` is set.
         uld_top_k (`int`, *optional*):
             When set, only the k largest probabilities of each side are sorted and the remaining mass is accounted for
             in closed form (faster on large vocabularies; see `uld_loss` for the error bound). `None` sorts the full
-            vocabularies, as the paper.
+            vocabularies, as the paper. Required by `uld_alignment="offsets"`.
 
     The data-preparation parameters of [`~trl.SFTConfig`] apply with these differences:
 
@@ -143,7 +145,8 @@ class ULDConfig(SFTConfig):
         default="positional",
         metadata={
             "help": "How completion tokens of the two tokenizers are paired: `positional` (the paper: k-th with k-th, "
-            "the longer side truncated) or `offsets` (by the character spans of the completion text).",
+            "the longer side truncated) or `offsets` (groups of tokens covering the same characters of the completion; "
+            "needs `uld_top_k`).",
             "choices": list(ULD_ALIGNMENTS),
         },
     )
@@ -178,6 +181,11 @@ class ULDConfig(SFTConfig):
             raise ValueError(f"`uld_alignment` must be one of {ULD_ALIGNMENTS}, got {self.uld_alignment!r}.")
         if self.uld_top_k is not None and (isinstance(self.uld_top_k, bool) or self.uld_top_k < 1):
             raise ValueError(f"`uld_top_k` must be a positive integer or None, got {self.uld_top_k!r}.")
+        if self.uld_alignment == "offsets" and self.uld_top_k is None:
+            raise ValueError(
+                "`uld_alignment='offsets'` merges the distributions of multi-token groups into product distributions, "
+                "which only exist as top-k vectors: set `uld_top_k` (e.g. 64)."
+            )
 
     def _validate_data_fields(self) -> None:
         if self.packing or self.eval_packing:

@@ -23,6 +23,8 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from trl import maybe_convert_to_chatml
 
+from .uld_alignment import ALIGNMENT_COLUMNS, align_completion_tokens, pad_alignment_groups
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -69,6 +71,36 @@ def _render(
     return _render(tokenizer, prompt_text, _message_text(completion))
 
 
+def _tokenize_side(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | list[dict[str, Any]],
+    completion: str | list[dict[str, Any]],
+    max_length: int | None,
+    return_offsets: bool,
+) -> dict[str, Any]:
+    prompt_text, full_text, templated = _render(tokenizer, prompt, completion)
+    encode_kwargs = {"add_special_tokens": False} if templated else {}
+    prompt_ids = tokenizer(prompt_text, **encode_kwargs)["input_ids"]
+    encoding = tokenizer(full_text, return_offsets_mapping=return_offsets, **encode_kwargs)
+    input_ids = encoding["input_ids"]
+    prompt_length = 0
+    for prompt_id, input_id in zip(prompt_ids, input_ids):
+        if prompt_id != input_id:
+            break
+        prompt_length += 1
+    kept = slice(0, len(input_ids))
+    if max_length is not None and len(input_ids) > max_length:
+        completion_length = len(input_ids) - prompt_length
+        kept_prompt = min(prompt_length, max(1, max_length - completion_length))
+        kept = slice(prompt_length - kept_prompt, prompt_length - kept_prompt + max_length)
+        prompt_length = kept_prompt
+    input_ids = input_ids[kept]
+    side = {"input_ids": input_ids, "labels": [IGNORE_INDEX] * prompt_length + input_ids[prompt_length:]}
+    if return_offsets:
+        side["text"], side["offsets"] = full_text, encoding["offset_mapping"][kept]
+    return side
+
+
 def tokenize_prompt_completion(
     tokenizer: PreTrainedTokenizerBase,
     prompt: str | list[dict[str, Any]],
@@ -85,22 +117,8 @@ def tokenize_prompt_completion(
     Returns:
         `tuple[list[int], list[int]]`: the input ids and the labels (`-100` on the prompt).
     """
-    prompt_text, full_text, templated = _render(tokenizer, prompt, completion)
-    encode_kwargs = {"add_special_tokens": False} if templated else {}
-    prompt_ids = tokenizer(prompt_text, **encode_kwargs)["input_ids"]
-    input_ids = tokenizer(full_text, **encode_kwargs)["input_ids"]
-    prompt_length = 0
-    for prompt_id, input_id in zip(prompt_ids, input_ids):
-        if prompt_id != input_id:
-            break
-        prompt_length += 1
-    if max_length is not None and len(input_ids) > max_length:
-        completion_length = len(input_ids) - prompt_length
-        kept_prompt = min(prompt_length, max(1, max_length - completion_length))
-        input_ids = input_ids[prompt_length - kept_prompt : prompt_length - kept_prompt + max_length]
-        prompt_length = kept_prompt
-    labels = [IGNORE_INDEX] * prompt_length + input_ids[prompt_length:]
-    return input_ids, labels
+    side = _tokenize_side(tokenizer, prompt, completion, max_length, return_offsets=False)
+    return side["input_ids"], side["labels"]
 
 
 def _column_names(dataset: Dataset | IterableDataset) -> list[str]:
@@ -138,14 +156,16 @@ def _filter_with_warning(dataset, predicate, reason: str, dataset_name: str, **k
     return dataset
 
 
-def _validate_prepared(dataset: Dataset | IterableDataset, dataset_name: str) -> None:
+def _validate_prepared(dataset: Dataset | IterableDataset, dataset_name: str, offsets: bool) -> None:
     columns = _column_names(dataset)
-    missing = [column for column in PREPARED_COLUMNS if column not in columns]
+    required = PREPARED_COLUMNS + (ALIGNMENT_COLUMNS if offsets else ())
+    missing = [column for column in required if column not in columns]
     if missing:
         raise ValueError(
             f"The {dataset_name} dataset is pre-tokenized (it has an `input_ids` column) but lacks the columns "
             f"{missing} that ULD needs. Pass the raw `prompt`/`completion` or `messages` columns instead, and the "
-            "trainer tokenizes them for both models."
+            "trainer tokenizes them for both models (or prepare it with `prepare_uld_dataset` and the same "
+            "`alignment`)."
         )
 
 
@@ -156,10 +176,13 @@ def prepare_uld_dataset(
     max_length: int | None = None,
     num_proc: int | None = None,
     dataset_name: str = "train",
+    alignment: str = "positional",
+    pair_trailing_textless: bool = True,
 ) -> Dataset | IterableDataset:
     """
     Tokenizes a prompt–completion or `messages` dataset for the student (`input_ids`, `labels`) and for the teacher
-    (`teacher_input_ids`, `teacher_labels`).
+    (`teacher_input_ids`, `teacher_labels`), and with `alignment="offsets"` the group columns of
+    `uld_alignment.align_completion_tokens` (`uld_groups`, `teacher_uld_groups`; both tokenizers must be fast).
 
     A dataset that already has these columns is returned as it is. Samples with an empty completion, and samples
     left without a predicted completion token on either side after truncation, are dropped with a warning (a
@@ -178,11 +201,22 @@ def prepare_uld_dataset(
             Number of processes for `Dataset.map`.
         dataset_name (`str`, *optional*, defaults to `"train"`):
             Name used in messages.
+        alignment (`str`, *optional*, defaults to `"positional"`):
+            `"offsets"` adds the columns of offsets alignment.
+        pair_trailing_textless (`bool`, *optional*, defaults to `True`):
+            With offsets alignment, whether the tokens after the completion text (EOS, end of turn) of both sides
+            form one last group (see `uld_alignment.align_by_offsets`).
     """
     columns = _column_names(dataset)
+    offsets = alignment == "offsets"
     if "input_ids" in columns:
-        _validate_prepared(dataset, dataset_name)
+        _validate_prepared(dataset, dataset_name, offsets)
         return dataset
+    if offsets and not (tokenizer.is_fast and teacher_tokenizer.is_fast):
+        raise ValueError(
+            "`uld_alignment='offsets'` needs the character offsets that only fast tokenizers report; load both "
+            "tokenizers with `use_fast=True` or use `uld_alignment='positional'`."
+        )
     has_prompt_completion = "prompt" in columns and "completion" in columns
     if not has_prompt_completion and "messages" not in columns and "conversations" not in columns:
         raise ValueError(
@@ -200,16 +234,22 @@ def prepare_uld_dataset(
 
     def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
         prompt, completion = _prompt_and_completion(maybe_convert_to_chatml(dict(example)))
-        input_ids, labels = tokenize_prompt_completion(tokenizer, prompt, completion, max_length)
-        teacher_input_ids, teacher_labels = tokenize_prompt_completion(
-            teacher_tokenizer, prompt, completion, max_length
-        )
-        return {
-            "input_ids": input_ids,
-            "labels": labels,
-            "teacher_input_ids": teacher_input_ids,
-            "teacher_labels": teacher_labels,
+        student = _tokenize_side(tokenizer, prompt, completion, max_length, offsets)
+        teacher = _tokenize_side(teacher_tokenizer, prompt, completion, max_length, offsets)
+        row = {
+            "input_ids": student["input_ids"],
+            "labels": student["labels"],
+            "teacher_input_ids": teacher["input_ids"],
+            "teacher_labels": teacher["labels"],
         }
+        if offsets:
+            row |= align_completion_tokens(
+                completion if isinstance(completion, str) else _message_text(completion),
+                (student["text"], student["offsets"], student["labels"]),
+                (teacher["text"], teacher["offsets"], teacher["labels"]),
+                pair_trailing_textless=pair_trailing_textless,
+            )
+        return row
 
     dataset = dataset.map(tokenize, remove_columns=columns, **map_kwargs)
     return _filter_with_warning(
@@ -245,8 +285,8 @@ def _pad(sequences: list[list[int]], value: int, length: int) -> torch.Tensor:
 
 class ULDDataCollator:
     """
-    Pads the student and teacher sides of a batch of [`prepare_uld_dataset`] samples (on the right) and builds their
-    attention masks.
+    Pads the student and teacher sides of a batch of [`prepare_uld_dataset`] samples (on the right), builds their
+    attention masks and batches the offsets-alignment groups when present.
 
     Args:
         pad_token_id (`int`):
@@ -276,6 +316,9 @@ class ULDDataCollator:
             batch[f"{prefix}input_ids"] = _pad(input_ids, pad_token_id, length)
             batch[f"{prefix}attention_mask"] = _pad([[1] * len(ids) for ids in input_ids], 0, length)
             batch[f"{prefix}labels"] = _pad([example[f"{prefix}labels"] for example in examples], IGNORE_INDEX, length)
+        for column in ALIGNMENT_COLUMNS:
+            if column in examples[0]:
+                batch[column] = pad_alignment_groups([example[column] for example in examples])
         return batch
 
 

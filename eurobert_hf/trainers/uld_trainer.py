@@ -22,8 +22,10 @@ from trl import SFTTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..hub.cards import ULD_CITATION, render_uld_model_card, training_hyperparameters
+from .teacher_cache import CACHE_COLUMNS, TeacherCacheCollator, check_teacher_cache, teacher_probs_from_batch
+from .uld_alignment import ALIGNMENT_COLUMNS, count_aligned_groups, offsets_uld_loss
 from .uld_config import ULDConfig
-from .uld_data import IGNORE_INDEX, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset
+from .uld_data import IGNORE_INDEX, PREPARED_COLUMNS, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset
 from .uld_loss import uld_loss
 
 logger = logging.get_logger(__name__)
@@ -33,11 +35,13 @@ def _tokenizer_of(processing_class: PreTrainedTokenizerBase | ProcessorMixin) ->
     return processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
 
 
-def _pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def _pad_token_id(processing_class: PreTrainedTokenizerBase | ProcessorMixin | None) -> int:
     # Padded positions are masked out of attention and loss, so any id in the vocabulary pads.
-    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return token_id
+    if processing_class is not None:
+        tokenizer = _tokenizer_of(processing_class)
+        for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
     return 0
 
 
@@ -67,7 +71,9 @@ class ULDTrainer(SFTTrainer):
             The student, as in [`~trl.SFTTrainer`].
         teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
             The teacher, a causal language model or its name or path (loaded with `args.teacher_model_init_kwargs`).
-            Defaults to `args.teacher_model_name_or_path`. It runs in eval mode without gradients.
+            Defaults to `args.teacher_model_name_or_path`. It runs in eval mode without gradients. Without either, the
+            datasets must carry a teacher cache (`eurobert_hf.trainers.teacher_cache.cache_teacher_probs` over a
+            `prepare_uld_dataset` output) and no teacher is held in memory.
         args ([`ULDConfig`], *optional*):
             Configuration. Defaults to `ULDConfig("<model name>-ULD")`.
         data_collator ([`~transformers.DataCollator`], *optional*):
@@ -130,24 +136,29 @@ class ULDTrainer(SFTTrainer):
             raise ValueError("`train_dataset` is required.")
 
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if teacher_model is None:
-            raise ValueError(
-                "ULD needs a teacher: pass `teacher_model` to the trainer or set `teacher_model_name_or_path` in "
-                "the `ULDConfig`."
-            )
-        teacher_name = teacher_model if isinstance(teacher_model, str) else teacher_model.name_or_path
-        if isinstance(teacher_model, str):
-            teacher_model = self._load_teacher(teacher_model, args)
-        elif args.teacher_model_init_kwargs:
-            logger.warning("`teacher_model_init_kwargs` is ignored: the teacher is already instantiated.")
-        if teacher_processing_class is None:
-            teacher_processing_class = AutoTokenizer.from_pretrained(
-                args.teacher_tokenizer_name_or_path or teacher_name, trust_remote_code=args.trust_remote_code
-            )
-        teacher_tokenizer = _tokenizer_of(teacher_processing_class)
-        _check_vocabulary(teacher_model, teacher_tokenizer, "teacher")
+        teacher_name = teacher_model if isinstance(teacher_model, str) else getattr(teacher_model, "name_or_path", "")
+        # Without a teacher, every dataset must carry a teacher cache (checked when the datasets are prepared).
+        if teacher_model is not None:
+            if isinstance(teacher_model, str):
+                teacher_model = self._load_teacher(teacher_model, args)
+            elif args.teacher_model_init_kwargs:
+                logger.warning("`teacher_model_init_kwargs` is ignored: the teacher is already instantiated.")
+            if teacher_processing_class is None:
+                if not (args.teacher_tokenizer_name_or_path or teacher_name):
+                    raise ValueError(
+                        "The teacher was built in memory, so its tokenizer is unknown: pass `teacher_processing_class` "
+                        "or set `teacher_tokenizer_name_or_path`."
+                    )
+                teacher_processing_class = AutoTokenizer.from_pretrained(
+                    args.teacher_tokenizer_name_or_path or teacher_name, trust_remote_code=args.trust_remote_code
+                )
+            _check_vocabulary(teacher_model, _tokenizer_of(teacher_processing_class), "teacher")
 
         if processing_class is None:
+            if not model_name:
+                raise ValueError(
+                    "The student was built in memory, so its tokenizer is unknown: pass `processing_class`."
+                )
             processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
         tokenizer = _tokenizer_of(processing_class)
         if tokenizer.pad_token is None:
@@ -160,9 +171,11 @@ class ULDTrainer(SFTTrainer):
         if data_collator is None:
             data_collator = ULDDataCollator(
                 pad_token_id=tokenizer.pad_token_id,
-                teacher_pad_token_id=_pad_token_id(teacher_tokenizer),
+                teacher_pad_token_id=_pad_token_id(teacher_processing_class),
                 pad_to_multiple_of=args.pad_to_multiple_of,
             )
+            if teacher_model is None:
+                data_collator = TeacherCacheCollator(data_collator)
 
         super().__init__(
             model=model,
@@ -181,6 +194,7 @@ class ULDTrainer(SFTTrainer):
 
         self.teacher_processing_class = teacher_processing_class
         self.teacher_name_or_path = teacher_name
+        self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.train_dataset = self._prepare_uld_dataset(self.train_dataset, "train")
         if isinstance(self.eval_dataset, dict):
             self.eval_dataset = {
@@ -189,20 +203,20 @@ class ULDTrainer(SFTTrainer):
         elif self.eval_dataset is not None:
             self.eval_dataset = self._prepare_uld_dataset(self.eval_dataset, "eval")
 
-        teacher_model.eval()
-        teacher_model.requires_grad_(False)
-        if self.is_deepspeed_enabled:
-            self.teacher_model = prepare_deepspeed(teacher_model, self.accelerator)
-        elif self.is_fsdp_enabled:
-            self.teacher_model = prepare_fsdp(teacher_model, self.accelerator)
-        else:
-            self.teacher_model = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
-
         # `compute_loss` normalises by the token counts of the whole optimizer step (see `get_batch_samples`), so the
         # Trainer must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
         self._num_aligned_in_batch = None
         self._uld_totals = {"train": torch.zeros(4, dtype=torch.float64), "eval": torch.zeros(4, dtype=torch.float64)}
+
+    def _prepare_teacher(self, teacher_model: PreTrainedModel) -> torch.nn.Module:
+        teacher_model.eval()
+        teacher_model.requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(teacher_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(teacher_model, self.accelerator)
+        return self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
 
     @staticmethod
     def _load_teacher(name_or_path: str, args: ULDConfig) -> PreTrainedModel:
@@ -213,20 +227,35 @@ class ULDTrainer(SFTTrainer):
         return AutoModelForCausalLM.from_pretrained(name_or_path, **init_kwargs)
 
     def _prepare_uld_dataset(self, dataset: Dataset | IterableDataset, name: str) -> Dataset | IterableDataset:
+        if self.teacher_model is None:
+            check_teacher_cache(
+                dataset,
+                top_k=self.args.uld_top_k,
+                teacher_temperature=self.args.uld_teacher_temperature,
+                dataset_name=name,
+            )
         with self.args.main_process_first(desc=f"ULD tokenization of the {name} dataset"):
             return prepare_uld_dataset(
                 dataset,
                 _tokenizer_of(self.processing_class),
-                _tokenizer_of(self.teacher_processing_class),
+                self.teacher_processing_class and _tokenizer_of(self.teacher_processing_class),
                 max_length=self.args.max_length,
                 num_proc=self.args.dataset_num_proc,
                 dataset_name=name,
+                alignment=self.args.uld_alignment,
+                pair_trailing_textless=not (self.args.uld_skip_student_eos or self.args.uld_skip_teacher_eos),
             )
 
     def _set_signature_columns_if_needed(self):
         # The Trainer drops dataset columns that the model's forward does not take; the teacher's are needed too.
         if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "labels", "teacher_input_ids", "teacher_labels"]
+            self._signature_columns = [
+                *PREPARED_COLUMNS,
+                *ALIGNMENT_COLUMNS,
+                *CACHE_COLUMNS,
+                # The cache collator checks that the rows of a batch keep the same number of probabilities.
+                "teacher_cache_top_k",
+            ]
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         if isinstance(eval_dataset, dict):
@@ -238,12 +267,15 @@ class ULDTrainer(SFTTrainer):
         )
 
     def _token_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Completion tokens the cross-entropy scores and completion tokens ULD aligns, in `batch`."""
-        labels, teacher_labels = batch["labels"], batch["teacher_labels"]
-        num_aligned = count_aligned_tokens(
-            labels, teacher_labels, self.args.uld_skip_student_eos, self.args.uld_skip_teacher_eos
-        ).sum()
-        return torch.stack([(labels[:, 1:] != IGNORE_INDEX).sum(), num_aligned])
+        """Completion tokens the cross-entropy scores and terms the ULD sum adds up (aligned tokens or groups)."""
+        labels = batch["labels"]
+        if self.args.uld_alignment == "offsets":
+            num_aligned = count_aligned_groups(batch["uld_groups"], batch["teacher_uld_groups"]).sum()
+        else:
+            num_aligned = count_aligned_tokens(
+                labels, batch["teacher_labels"], self.args.uld_skip_student_eos, self.args.uld_skip_teacher_eos
+            ).sum()
+        return torch.stack([(labels[:, 1:] != IGNORE_INDEX).sum().cpu(), num_aligned.cpu()])
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, torch.Tensor]:
         """
@@ -265,33 +297,56 @@ class ULDTrainer(SFTTrainer):
         self._num_aligned_in_batch = counts[1]
         return batch_samples, counts[0]
 
+    def _uld_sum(self, student_logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The ULD term summed over the aligned tokens (or groups) of the batch."""
+        if self.teacher_model is None:
+            teacher, teacher_labels = teacher_probs_from_batch(inputs), None
+        else:
+            with torch.no_grad():
+                teacher = self.teacher_model(
+                    input_ids=inputs["teacher_input_ids"],
+                    attention_mask=inputs["teacher_attention_mask"],
+                    use_cache=False,
+                ).logits
+            teacher_labels = inputs["teacher_labels"]
+        temperatures = {
+            "student_temperature": self.args.uld_student_temperature,
+            "teacher_temperature": self.args.uld_teacher_temperature,
+        }
+        if self.args.uld_alignment == "offsets":
+            return offsets_uld_loss(
+                student_logits,
+                teacher,
+                inputs["labels"],
+                teacher_labels,
+                inputs["uld_groups"],
+                inputs["teacher_uld_groups"],
+                top_k=self.args.uld_top_k,
+                reduction="sum",
+                **temperatures,
+            )
+        return uld_loss(
+            student_logits,
+            teacher,
+            inputs["labels"],
+            teacher_labels,
+            skip_student_eos=self.args.uld_skip_student_eos,
+            skip_teacher_eos=self.args.uld_skip_teacher_eos,
+            reduction="sum",
+            top_k=self.args.uld_top_k,
+            **temperatures,
+        )
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        labels, teacher_labels = inputs["labels"], inputs["teacher_labels"]
+        labels = inputs["labels"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        with torch.no_grad():
-            teacher_logits = self.teacher_model(
-                input_ids=inputs["teacher_input_ids"], attention_mask=inputs["teacher_attention_mask"], use_cache=False
-            ).logits
-
         predicted = labels[:, 1:] != IGNORE_INDEX
         predicted_logits = outputs.logits[:, :-1][predicted]
         # At least float32, like the ULD term, whatever the model's dtype.
         predicted_logits = predicted_logits.to(torch.promote_types(predicted_logits.dtype, torch.float32))
         ce_sum = F.cross_entropy(predicted_logits, labels[:, 1:][predicted], reduction="sum")
-        uld_sum = uld_loss(
-            outputs.logits,
-            teacher_logits,
-            labels,
-            teacher_labels,
-            student_temperature=self.args.uld_student_temperature,
-            teacher_temperature=self.args.uld_teacher_temperature,
-            skip_student_eos=self.args.uld_skip_student_eos,
-            skip_teacher_eos=self.args.uld_skip_teacher_eos,
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-            top_k=self.args.uld_top_k,
-        )
+        uld_sum = self._uld_sum(outputs.logits, inputs)
 
         local_counts = self._token_counts(inputs)
         if mode == "train" and num_items_in_batch is not None:
