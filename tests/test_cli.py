@@ -2,20 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 from huggingface_hub import ModelCard
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerFast,
-    Trainer,
 )
 
 from eurobert_hf import EuroBertConfig, EuroBertForMaskedLM
@@ -162,3 +161,64 @@ def test_pretrain_mask_only_packed_wsd(eurobert_dir, tmp_path, capsys):
     card = assert_hub_folder(output_dir, remote_code=True)
     assert card.data.pipeline_tag == "fill-mask"
     assert AutoModelForMaskedLM.from_pretrained(output_dir).config.model_type == "eurobert"
+
+
+def tiny_causal_lm_dir(folder, tokenizer, seed: int) -> str:
+    """A 1-layer Llama (hidden size 16) over `tokenizer`'s vocabulary, saved with the tokenizer."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def causal_pair(tmp_path_factory) -> tuple[str, str]:
+    """A byte-level BPE student and a WordPiece teacher: two different tokenizers, as ULD is for."""
+    root = tmp_path_factory.mktemp("causal")
+    student = tiny_causal_lm_dir(root / "student", byte_level_tokenizer(), seed=0)
+    teacher = tiny_causal_lm_dir(root / "teacher", char_wordpiece_tokenizer(), seed=1)
+    return student, teacher
+
+
+QA_PAIRS = [
+    {"prompt": "The capital of France is", "completion": " Paris."},
+    {"prompt": "Zwei plus zwei ist", "completion": " vier."},
+    {"prompt": "Le ciel est", "completion": " bleu."},
+    {"prompt": "Water boils at", "completion": " 100 degrees."},
+    {"prompt": "El perro come", "completion": " carne."},
+    {"prompt": "La capitale dell'Italia è", "completion": " Roma."},
+]
+
+
+def test_distill_prompt_completion_with_held_out_split(causal_pair, tmp_path, capsys):
+    student, teacher = causal_pair
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", QA_PAIRS)
+    output_dir = tmp_path / "student-uld"
+    code = main(
+        [
+            "distill", "--model_name_or_path", student, "--teacher_model_name_or_path", teacher,
+            "--train_file", train_file, "--eval_split_size", "2", "--max_new_tokens", "4",
+            "--output_dir", str(output_dir), *FAST,
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in ("eval_loss", "eval_ce_loss", "eval_uld_loss", "eval_rougeL", "eval_token_f1"):
+        assert name in captured.out, captured.out
+    card = assert_hub_folder(output_dir, remote_code=False)
+    assert card.data.pipeline_tag == "text-generation"
+    assert "teacher" in card.text
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert model.config.vocab_size == len(byte_level_tokenizer())
