@@ -55,18 +55,22 @@ def char_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     )  # fmt: skip
 
 
-def byte_level_tokenizer(pad: bool = True) -> PreTrainedTokenizerFast:
-    """A real byte-level BPE pipeline (GPT-2's pre-tokenizer and decoder) with the 256 byte tokens and no merges."""
-    byte_tokens = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: index for index, token in enumerate(sorted(byte_tokens))}
-    vocab["<|endoftext|>"] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+def byte_level_tokenizer(
+    merges: tuple[tuple[str, str], ...] = (), eos: str = "<|endoftext|>"
+) -> PreTrainedTokenizerFast:
+    """A real byte-level BPE pipeline (GPT-2's pre-tokenizer and decoder) over the 256 byte tokens and `merges`."""
+    vocab = {token: index for index, token in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    vocab[eos] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
-    if pad:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, pad_token=eos)
+
+
+# The teacher's tokenizer: byte-level too, but with merges, so that it splits text differently from the student's.
+TEACHER_MERGES = (("Ġ", "t"), ("e", "r"), ("Ġ", "p"), ("i", "e"), ("Ġ", "c"), ("a", "r"), ("Ġt", "h"))
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +189,10 @@ def tiny_causal_lm_dir(folder, tokenizer, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def causal_pair(tmp_path_factory) -> tuple[str, str]:
-    """A byte-level BPE student and a WordPiece teacher: two different tokenizers, as ULD is for."""
+    """A byte-level BPE student and a byte-level BPE teacher with merges: two different tokenizers."""
     root = tmp_path_factory.mktemp("causal")
     student = tiny_causal_lm_dir(root / "student", byte_level_tokenizer(), seed=0)
-    teacher = tiny_causal_lm_dir(root / "teacher", char_wordpiece_tokenizer(), seed=1)
+    teacher = tiny_causal_lm_dir(root / "teacher", byte_level_tokenizer(TEACHER_MERGES, "</s>"), seed=1)
     return student, teacher
 
 
@@ -222,3 +226,66 @@ def test_distill_prompt_completion_with_held_out_split(causal_pair, tmp_path, ca
     assert "teacher" in card.text
     model = AutoModelForCausalLM.from_pretrained(output_dir)
     assert model.config.vocab_size == len(byte_level_tokenizer())
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<' + message['role'] + '> ' + message['content'] + ' </s>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("chat_teacher", [False, True], ids=["few-shot-base-teacher", "chat-teacher"])
+def test_distill_generates_teacher_answers_from_messages(causal_pair, tmp_path, capsys, chat_teacher):
+    student, teacher = causal_pair
+    if chat_teacher:
+        teacher_dir = tmp_path / "chat-teacher"
+        tokenizer = byte_level_tokenizer(TEACHER_MERGES, "</s>")
+        tokenizer.chat_template = CHAT_TEMPLATE
+        teacher = tiny_causal_lm_dir(teacher_dir, tokenizer, seed=1)
+    rows = [
+        {"conversation": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
+        for r in QA_PAIRS
+    ]
+    train_file = write_jsonl(tmp_path / "chats.jsonl", rows)
+    output_dir = tmp_path / "student"
+    code = main(
+        [
+            "distill", "--model_name_or_path", student, "--teacher_model_name_or_path", teacher,
+            "--train_file", train_file, "--messages_column", "conversation", "--generate_teacher_answers",
+            "--max_new_tokens", "3", "--output_dir", str(output_dir), *FAST,
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "generated" in captured.out
+    assert_hub_folder(output_dir, remote_code=False)
+
+
+def test_distill_teacher_answers_follow_the_teacher_template(causal_pair):
+    from eurobert_hf.commands.distill import teacher_prompt_ids
+    from eurobert_hf.demo.data import few_shot_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(causal_pair[1])
+    question = "Le ciel est"
+    assert teacher_prompt_ids(tokenizer, question, "fr") == tokenizer(few_shot_prompt(question, "fr"))["input_ids"]
+    tokenizer.chat_template = CHAT_TEMPLATE
+    expected = tokenizer("<user> Le ciel est </s><assistant>", add_special_tokens=False)["input_ids"]
+    assert teacher_prompt_ids(tokenizer, [{"role": "user", "content": question}], "fr") == expected
+
+
+def test_distill_with_teacher_cache(causal_pair, tmp_path, capsys):
+    student, teacher = causal_pair
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", QA_PAIRS)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", QA_PAIRS[:2])
+    output_dir = tmp_path / "cached"
+    code = main(
+        [
+            "distill", "--model_name_or_path", student, "--teacher_model_name_or_path", teacher,
+            "--train_file", train_file, "--eval_file", eval_file, "--teacher_cache", "--uld_top_k", "8",
+            "--max_new_tokens", "3", "--output_dir", str(output_dir), *FAST,
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval_uld_loss" in captured.out
+    assert_hub_folder(output_dir, remote_code=False)
