@@ -10,7 +10,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
@@ -289,3 +291,97 @@ def test_distill_with_teacher_cache(causal_pair, tmp_path, capsys):
     assert code == 0, captured.err
     assert "eval_uld_loss" in captured.out
     assert_hub_folder(output_dir, remote_code=False)
+
+
+def finetune(eurobert_dir, tmp_path, task, rows, *extra) -> tuple[int, str, str]:
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    code = main(
+        [
+            "finetune", "--model_name_or_path", eurobert_dir, "--task", task, "--train_file", train_file,
+            "--eval_file", train_file, "--output_dir", str(tmp_path / "out"), "--max_length", "64", *FAST, *extra,
+        ]
+    )  # fmt: skip
+    return code, tmp_path / "out"
+
+
+NER_ROWS = [
+    {"tokens": ["Marie", "lives", "in", "Paris"], "ner_tags": ["B-PER", "O", "O", "B-LOC"]},
+    {"tokens": ["Hans", "Müller", "visits", "Berlin"], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+    {"tokens": ["Rome", "is", "old"], "ner_tags": ["B-LOC", "O", "O"]},
+]
+SQUAD_ROWS = [
+    {
+        "id": "q1",
+        "question": "Where does Marie live?",
+        "context": "Marie lives in Paris with her cat.",
+        "answers": {"text": ["Paris"], "answer_start": [15]},
+    },
+    {
+        "id": "q2",
+        "question": "Wer besucht Berlin?",
+        "context": "Hans besucht Berlin im Mai.",
+        "answers": {"text": ["Hans"], "answer_start": [0]},
+    },
+]
+CHOICE_ROWS = [
+    {"question": "The sky is", "choices": ["blue", "a fish", "loud"], "label": 0},
+    {"question": "Paris is in", "choices": ["Peru", "France", "the sea"], "label": 1},
+]
+
+
+def test_finetune_token_classification_entity_f1(eurobert_dir, tmp_path, capsys):
+    code, output_dir = finetune(eurobert_dir, tmp_path, "token-classification", NER_ROWS)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval_f1" in captured.out and "eval_precision" in captured.out
+    card = assert_hub_folder(output_dir, remote_code=True)
+    assert card.data.pipeline_tag == "token-classification"
+    labels = AutoModelForTokenClassification.from_pretrained(output_dir).config.id2label
+    assert sorted(labels.values()) == ["B-LOC", "B-PER", "I-PER", "O"]
+
+
+def test_finetune_question_answering_squad_metrics(eurobert_dir, tmp_path, capsys):
+    code, output_dir = finetune(eurobert_dir, tmp_path, "question-answering", SQUAD_ROWS)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval_exact_match" in captured.out and "eval_f1" in captured.out
+    assert assert_hub_folder(output_dir, remote_code=True).data.pipeline_tag == "question-answering"
+
+
+def test_question_answering_span_positions_cover_the_answer():
+    from eurobert_hf.commands.finetune import _span_positions
+
+    tokenizer = char_wordpiece_tokenizer()
+    row = SQUAD_ROWS[0]
+    encoded = tokenizer(row["question"], row["context"], return_offsets_mapping=True)
+    start_char = row["answers"]["answer_start"][0]
+    start, end = _span_positions(
+        encoded["offset_mapping"], encoded.sequence_ids(), start_char, start_char + len("Paris")
+    )
+    assert tokenizer.decode(encoded["input_ids"][start : end + 1]).replace(" ", "") == "Paris"
+    assert _span_positions(encoded["offset_mapping"], encoded.sequence_ids(), 500, 505) == (0, 0)
+
+
+def test_finetune_multiple_choice_with_lora(eurobert_dir, tmp_path, capsys):
+    code, output_dir = finetune(
+        eurobert_dir,
+        tmp_path,
+        "multiple-choice",
+        CHOICE_ROWS,
+        "--use_lora",
+        "--lora_r",
+        "4",
+        "--learning_rate",
+        "1e-2",
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval_accuracy" in captured.out and "LoRA" in captured.out
+    assert_hub_folder(output_dir, remote_code=True)
+    assert not os.path.exists(output_dir / "adapter_config.json")
+    merged = AutoModelForMultipleChoice.from_pretrained(output_dir)
+    base = AutoModelForMaskedLM.from_pretrained(eurobert_dir)
+    # LoRA changed the attention weights (merged in) and the trained head was saved.
+    assert not torch.equal(
+        merged.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight
+    )
