@@ -526,8 +526,10 @@ def uld_loss(
 
     Softmax, sort and L1 run in float32 (float64 when an input is float64) whatever the logits' dtype, and stay finite
     for finite logits of any magnitude. Extra memory is O(chunk × vocabulary): only aligned positions are read, in
-    chunks, and the backward pass recomputes the student's softmax and sort. Gradients are exact: `sign(sorted p_S −
-    sorted p_T)` scattered back through the student's sort, then the softmax Jacobian. The teacher gets no gradient.
+    chunks, and the backward pass recomputes the student's softmax (and, rarely, its sort). Gradients are exact:
+    `sign(sorted p_S − sorted p_T)` scattered back through the student's sort, then the softmax Jacobian. Where equal
+    student probabilities straddle a change of sign, the loss has no gradient and any order of the tie gives a valid
+    subgradient: all tied entries then take the sign of the higher-ranked run. The teacher gets no gradient.
 
     Args:
         student_logits (`torch.Tensor` of shape `(batch_size, student_seq_len, student_vocab_size)`):
