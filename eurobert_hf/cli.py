@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands.common import CommandError, Interrupted
+from .commands import CommandError, Interrupted
 
 COMMANDS = {
     "demo": "The main job, offline: distil Gemma-3-270M into SmolLM2-135M-Instruct (CE vs CE + ULD) and report.",

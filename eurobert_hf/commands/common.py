@@ -17,6 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
 from ..hub import push_to_hub, write_model_folder
+from . import CommandError, Interrupted
 
 # Local data files by extension -> the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -27,14 +28,6 @@ CONFIG_FILE_HELP = (
 # The Trainer writes this file last when it saves a checkpoint, so a checkpoint that has it is complete.
 TRAINER_STATE_FILE = "trainer_state.json"
 _RESUME_LAST = ("true", "last")
-
-
-class CommandError(Exception):
-    """A problem with the user's input: `eurobert-hf` prints the message (no traceback) and exits with status 1."""
-
-
-class Interrupted(Exception):
-    """Training was interrupted (Ctrl-C); the message says how to resume."""
 
 
 # transformers 5 removed `TrainingArguments.overwrite_output_dir`; the commands then declare the flag themselves.
