@@ -267,3 +267,16 @@ def test_quick_starts_run_without_the_plugin_through_remote_code(tmp_path):
     assert "token_str" in outputs["fill-mask"] and "'answer'" in outputs["question-answering"]
     assert all(outputs.values())
     assert json.loads((tmp_path / "models" / "fill-mask" / "config.json").read_text())["auto_map"]
+
+
+def test_save_for_hub_writes_a_default_card_for_eurobert_heads(tmp_path):
+    model = tiny_model(EuroBertForTokenClassification, num_labels=3)
+    model.name_or_path = "EuroBERT/EuroBERT-610m"  # as after from_pretrained of a Hub checkpoint
+    folder = save_for_hub(model, tmp_path / "my-tagger", tokenizer=tiny_tokenizer())
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == "token-classification" and card.data.base_model == "EuroBERT/EuroBERT-610m"
+    assert '"my-tagger", trust_remote_code=True' in quick_start(str(card))
+    model.name_or_path = str(folder)  # a local origin is not a Hub id: no base_model
+    folder = save_for_hub(model, tmp_path / "again", remote_code=False)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model is None and "import eurobert_hf" in quick_start(str(card))

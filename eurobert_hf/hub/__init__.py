@@ -28,7 +28,7 @@ from .cards import (
 )
 from .embeddings import save_sentence_transformer, sentence_transformers_files
 from .remote_code import EUROBERT_AUTO_MAP, REMOTE_CODE_FILES, export_remote_code, remove_dangling_auto_map
-from .saving import atomic_directory, push_to_hub, save_for_hub, write_model_folder
+from .saving import atomic_directory, default_eurobert_card, push_to_hub, save_for_hub, write_model_folder
 
 __all__ = [
     "EUROBERT_AUTO_MAP",
@@ -41,6 +41,7 @@ __all__ = [
     "ULD_CITATION",
     "ModelCardMetadataError",
     "atomic_directory",
+    "default_eurobert_card",
     "eval_results_from_metrics",
     "eurobert_task",
     "export_remote_code",

@@ -58,6 +58,11 @@ _LICENSE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _BASE_MODEL_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune"})
 
 
+def is_hub_repo_id(value: str) -> bool:
+    """Whether `value` has the shape of a Hub repository id (`"name"` or `"namespace/name"`)."""
+    return bool(_REPO_ID_PATTERN.match(value))
+
+
 class ModelCardMetadataError(ValueError):
     """Raised when model-card metadata breaks a rule of the Hugging Face Hub; lists every problem found."""
 
@@ -155,7 +160,7 @@ def _check_metadata(metadata: Mapping[str, Any]) -> list[str]:
         _check_str_or_str_list(metadata, "datasets", problems)
     if "base_model" in metadata:
         for repo_id in _check_str_or_str_list(metadata, "base_model", problems):
-            if not _REPO_ID_PATTERN.match(repo_id):
+            if not is_hub_repo_id(repo_id):
                 problems.append(f"`base_model` entry {repo_id!r} is not a Hub model id such as 'org/name'.")
     if "base_model_relation" in metadata and metadata["base_model_relation"] not in _BASE_MODEL_RELATIONS:
         problems.append(f"`base_model_relation` must be one of {sorted(_BASE_MODEL_RELATIONS)}.")

@@ -13,6 +13,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 
+from .cards import render_eurobert_model_card
 from .saving import atomic_directory, write_model_folder
 
 EMBEDDING_POOLINGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
@@ -94,7 +95,7 @@ def save_sentence_transformer(
         max_seq_length (`int`, *optional*):
             Truncation length; defaults to the smaller of `model_max_length` and `max_position_embeddings`.
         model_card (`ModelCard`, *optional*):
-            Saved as `README.md` (see `render_eurobert_model_card(..., task="sentence-similarity")`).
+            Saved as `README.md`; defaults to `render_eurobert_model_card(<folder name>, task="sentence-similarity")`.
         remote_code (`bool`, *optional*), overwrite (`bool`, *optional*, defaults to `False`):
             As in `save_for_hub`.
 
@@ -112,6 +113,15 @@ def save_sentence_transformer(
     files = sentence_transformers_files(
         encoder.config.hidden_size, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length
     )
+    if model_card is None:
+        model_card = render_eurobert_model_card(
+            Path(save_directory).name,
+            task="sentence-similarity",
+            model=encoder,
+            remote_code=remote_code is not False,
+            pooling=pooling,
+            normalize=normalize,
+        )
     with atomic_directory(save_directory, overwrite=overwrite) as staging:
         write_model_folder(encoder, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
         for relative_path, content in files.items():

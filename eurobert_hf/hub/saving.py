@@ -12,6 +12,8 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, get_token
 
+from .card_validation import is_hub_repo_id
+from .cards import eurobert_task, render_eurobert_model_card
 from .remote_code import export_remote_code, remove_dangling_auto_map
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,21 @@ def _is_eurobert(model: Any) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == "eurobert"
 
 
+def default_eurobert_card(model: Any, model_id: str, *, remote_code: bool = True) -> ModelCard | None:
+    """The card `save_for_hub`/`push_to_hub` write for a EuroBERT head when none is given (`None` for other models).
+
+    The task comes from the head class; `base_model` from `model.name_or_path` when that is a Hub id (the checkpoint
+    it was fine-tuned from), not a local folder.
+    """
+    try:
+        task = eurobert_task(type(model).__name__)
+    except ValueError:
+        return None
+    origin = getattr(model, "name_or_path", "") or ""
+    base_model = origin if is_hub_repo_id(origin) and not os.path.exists(origin) else None
+    return render_eurobert_model_card(model_id, task=task, model=model, base_model=base_model, remote_code=remote_code)
+
+
 def write_model_folder(
     model: Any,
     folder: str | os.PathLike,
@@ -69,12 +86,14 @@ def write_model_folder(
     tokenizer: Any = None,
     model_card: ModelCard | None = None,
     remote_code: bool | None = None,
+    model_id: str | None = None,
     **save_kwargs: Any,
 ) -> Path:
     """Writes model, tokenizer, card and remote code into an existing, empty folder (no atomicity; see `save_for_hub`).
 
     With `remote_code=None`, EuroBERT models get their remote code and other models none. With `remote_code=False`,
-    a EuroBERT folder keeps no `auto_map` entry pointing at code it does not contain.
+    a EuroBERT folder keeps no `auto_map` entry pointing at code it does not contain. Without `model_card`, a EuroBERT
+    head gets `default_eurobert_card(model, model_id)` (`model_id` defaults to the folder's name).
     """
     folder = Path(folder)
     if hasattr(model, "peft_config"):
@@ -96,6 +115,8 @@ def write_model_folder(
         export_remote_code(folder)
     elif eurobert:
         remove_dangling_auto_map(folder)
+    if model_card is None and eurobert:
+        model_card = default_eurobert_card(model, model_id or folder.name, remote_code=remote_code is not False)
     if model_card is not None:
         model_card.save(folder / "README.md")
     return folder
@@ -121,7 +142,8 @@ def save_for_hub(
         tokenizer (`PreTrainedTokenizerBase`, *optional*):
             Saved with the model.
         model_card (`ModelCard`, *optional*):
-            Saved as `README.md` (see `render_eurobert_model_card` / `render_uld_model_card`).
+            Saved as `README.md` (see `render_eurobert_model_card` / `render_uld_model_card`). Defaults to
+            `default_eurobert_card` for EuroBERT heads (named after the folder), and to no card for other models.
         remote_code (`bool`, *optional*):
             Whether to export EuroBERT's self-contained code and a full `auto_map` (`export_remote_code`). Defaults to
             `True` for EuroBERT models; `True` for another model type raises `ValueError`.
@@ -135,7 +157,13 @@ def save_for_hub(
     """
     with atomic_directory(save_directory, overwrite=overwrite) as staging:
         write_model_folder(
-            model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code, **save_kwargs
+            model,
+            staging,
+            tokenizer=tokenizer,
+            model_card=model_card,
+            remote_code=remote_code,
+            model_id=Path(save_directory).name,
+            **save_kwargs,
         )
     return Path(save_directory)
 
@@ -177,7 +205,7 @@ def push_to_hub(
             `"user/name"` or `"org/name"`.
         tokenizer (`PreTrainedTokenizerBase`, *optional*), model_card (`ModelCard`, *optional*),
         remote_code (`bool`, *optional*):
-            As in `save_for_hub`.
+            As in `save_for_hub` (the default EuroBERT card is rendered for `repo_id`).
         private (`bool`, *optional*):
             Visibility of a newly created repository.
         token (`str`, *optional*):
@@ -194,7 +222,9 @@ def push_to_hub(
     """
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="eurobert-hf-push-") as folder:
-        write_model_folder(model, folder, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
+        write_model_folder(
+            model, folder, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code, model_id=repo_id
+        )
         _refuse_files_containing(Path(folder), token or get_token())
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         logger.info("Uploading %s to %s", type(model).__name__, repo_id)
