@@ -65,6 +65,14 @@ def make_trainer(output_dir, train_dataset=None, eval_dataset=None, student=None
 # ----------------------------------------------------------------------------------------------------------- config
 
 
+def test_public_names_are_exported_lazily():
+    import eurobert_hf
+    import eurobert_hf.trainers
+
+    assert eurobert_hf.ULDConfig is ULDConfig and eurobert_hf.ULDTrainer is ULDTrainer
+    assert {"ULDConfig", "ULDTrainer", "uld_loss"} <= set(eurobert_hf.trainers.__all__)
+
+
 def test_config_defaults_follow_the_paper(tmp_path):
     args = make_config(tmp_path)
     assert args.uld_crossentropy_weight == 1.0
@@ -389,6 +397,14 @@ def test_cache_built_with_another_temperature_is_refused(tmp_path):
             train_dataset=cached,
             processing_class=teacher_tokenizer(),
         )
+
+
+def test_streaming_dataset_trains(tmp_path):
+    dataset = prompt_completion_dataset(4).to_iterable_dataset()
+    trainer = make_trainer(tmp_path, train_dataset=dataset, max_steps=2)
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(logs) == 2 and all(math.isfinite(log["loss"]) and log["uld_loss"] > 0 for log in logs)
 
 
 def test_teacher_tokenizer_without_pad_token_is_handled(tmp_path):

@@ -348,19 +348,19 @@ class ULDTrainer(SFTTrainer):
         ce_sum = F.cross_entropy(predicted_logits, labels[:, 1:][predicted], reduction="sum")
         uld_sum = self._uld_sum(outputs.logits, inputs)
 
-        local_counts = self._token_counts(inputs)
+        local_counts = self._token_counts(inputs).to(ce_sum.device)
         if mode == "train" and num_items_in_batch is not None:
             ce_count, uld_count = num_items_in_batch, self._num_aligned_in_batch
             # The counts cover every process and DDP averages the gradients, so each process contributes its share.
             world_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         else:
             (ce_count, uld_count), world_scale = local_counts, 1
-        ce = ce_sum / torch.as_tensor(ce_count).clamp(min=1)
-        uld = uld_sum / torch.as_tensor(uld_count).clamp(min=1)
+        ce = ce_sum / torch.as_tensor(ce_count, device=ce_sum.device).clamp(min=1)
+        uld = uld_sum / torch.as_tensor(uld_count, device=uld_sum.device).clamp(min=1)
         loss = (self.args.uld_crossentropy_weight * ce + self.args.uld_distillation_weight * uld) * world_scale
 
-        totals = torch.cat([torch.stack([ce_sum.detach(), uld_sum.detach()]).double(), local_counts.double()])
-        self._uld_totals[mode] += self.accelerator.gather(totals.to(loss.device)).view(-1, 4).sum(dim=0).cpu()
+        totals = torch.cat([torch.stack([ce_sum.detach(), uld_sum.detach().to(ce_sum.device)]), local_counts]).double()
+        self._uld_totals[mode] += self.accelerator.gather(totals).view(-1, 4).sum(dim=0).cpu()
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
