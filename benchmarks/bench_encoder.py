@@ -15,6 +15,7 @@ Needs transformers >= 5.3 (the native EuroBERT is the reference).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -128,11 +129,14 @@ def measure(spec: dict) -> dict:
 
 
 def run_in_subprocess(spec: dict) -> dict:
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [sys.executable, __file__, "--measure", json.dumps(spec)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"measurement {spec} failed:\n{result.stderr[-3000:]}")

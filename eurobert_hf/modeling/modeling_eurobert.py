@@ -11,6 +11,7 @@ This file is self-contained (torch + public `transformers` APIs + `configuration
 uploaded to the Hub as remote code.
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ try:
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # torch < 2.10
     varlen_attn = None
+# torch 2.10/2.11's varlen_attn has no grouped-query support; key/value heads are repeated for it instead.
+_VARLEN_HAS_GQA = varlen_attn is not None and "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 try:
     from torch.nn.attention.flex_attention import create_block_mask
@@ -300,6 +303,9 @@ class EuroBertAttention(nn.Module):
                 self, query, key, value, _document_block_mask(packed, query), scaling=self.scaling, **kwargs
             )
         if implementation == "sdpa" and _can_use_torch_varlen(query, dropout):
+            gqa_kwargs = {"enable_gqa": True} if _VARLEN_HAS_GQA and self.num_key_value_groups > 1 else {}
+            if self.num_key_value_groups > 1 and not _VARLEN_HAS_GQA:
+                key, value = repeat_kv(key, self.num_key_value_groups), repeat_kv(value, self.num_key_value_groups)
             output = varlen_attn(
                 query[0].transpose(0, 1),
                 key[0].transpose(0, 1),
@@ -309,7 +315,7 @@ class EuroBertAttention(nn.Module):
                 packed.max_seqlen,
                 packed.max_seqlen,
                 scale=self.scaling,
-                enable_gqa=self.num_key_value_groups > 1,
+                **gqa_kwargs,
             )
             return output.unsqueeze(0), None
         # One kernel call per sequence: exact, and no FLOP is spent on padding (cheap on CPU, where calls are cheap).
