@@ -170,6 +170,7 @@ def test_pretrain_mask_only_packed_wsd(eurobert_dir, tmp_path, capsys):
     assert "warmup_stable_decay" in captured.out and "eval_loss" in captured.out
     card = assert_hub_folder(output_dir, remote_code=True)
     assert card.data.pipeline_tag == "fill-mask"
+    assert "warmup_stable_decay" in card.text and "mlm_probability: 0.5" in card.text
     assert AutoModelForMaskedLM.from_pretrained(output_dir).config.model_type == "eurobert"
 
 
@@ -581,3 +582,61 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(eurobert_dir, t
     state = json.loads((output_dir / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert_hub_folder(output_dir, remote_code=True)
+
+
+def test_push_to_hub_pushes_the_hub_ready_folder(eurobert_dir, tmp_path, monkeypatch, capsys):
+    from eurobert_hf.commands import common
+
+    pushed = []
+
+    class Commit:
+        commit_url = "https://huggingface.co/me/tiny-sentiment/commit/abc"
+
+    def fake_push(model, repo_id, **kwargs):
+        pushed.append((type(model).__name__, repo_id, kwargs))
+        return Commit()
+
+    # The Trainer creates the repository when it starts; the push itself is the plugin's Hub push, faked here.
+    monkeypatch.setattr(Trainer, "init_hf_repo", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(common, "push_to_hub", fake_push)
+    train_file = write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS)
+    code = main(["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+                 "--train_file", train_file, "--output_dir", str(tmp_path / "out"), "--push_to_hub",
+                 "--hub_model_id", "me/tiny-sentiment", "--hub_private_repo", "True", *FAST])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    [(model_class, repo_id, kwargs)] = pushed
+    assert (model_class, repo_id) == ("EuroBertForSequenceClassification", "me/tiny-sentiment")
+    assert kwargs["private"] is True and kwargs["tokenizer"] is not None
+    assert kwargs["model_card"].data.model_name == "tiny-sentiment"
+    assert Commit.commit_url in capsys.readouterr().out
+
+
+def test_mask_only_packing_collator():
+    from eurobert_hf.commands.pretrain import MaskOnlyPackingCollator
+
+    tokenizer = char_wordpiece_tokenizer()
+    documents = [tokenizer(text)["input_ids"] for text in DOCUMENTS * 20]
+    collator = MaskOnlyPackingCollator(tokenizer, mlm_probability=0.3, generator=torch.Generator().manual_seed(0))
+    batch = collator([{"input_ids": ids} for ids in documents])
+    original = torch.tensor([token for ids in documents for token in ids])[None]
+    assert batch["input_ids"].shape == original.shape  # one packed row, no padding
+    expected_positions = torch.cat([torch.arange(len(ids)) for ids in documents])[None]
+    assert torch.equal(batch["position_ids"], expected_positions)  # restart at 0 per document
+    masked = batch["labels"] != -100
+    # Masked tokens become the mask token (never a random or unchanged token); the others stay as they were.
+    assert (batch["input_ids"][masked] == tokenizer.mask_token_id).all()
+    assert torch.equal(batch["input_ids"][~masked], original[~masked])
+    assert torch.equal(batch["labels"][masked], original[masked])
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    assert not masked[special].any()
+    rate = masked.sum().item() / (~special).sum().item()
+    assert 0.27 < rate < 0.33, rate
+
+
+def test_mask_only_packing_collator_never_returns_a_batch_without_masked_token():
+    from eurobert_hf.commands.pretrain import MaskOnlyPackingCollator
+
+    tokenizer = char_wordpiece_tokenizer()
+    collator = MaskOnlyPackingCollator(tokenizer, mlm_probability=1e-9)
+    batch = collator([{"input_ids": tokenizer("ab")["input_ids"]}])
+    assert (batch["labels"] != -100).sum() == 1
