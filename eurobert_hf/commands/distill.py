@@ -43,8 +43,9 @@ from .common import (
 )
 
 HELP = "Universal Logit Distillation of a causal LM from a teacher with another tokenizer."
-# CPU-friendly defaults where SFTConfig's assume a GPU; a config file or flags override them.
-DEFAULTS = {"bf16": False, "gradient_checkpointing": False}
+# Without a GPU, SFTConfig's bf16 and gradient-checkpointing defaults only slow training down (or fail); a config
+# file or flags override these.
+CPU_DEFAULTS = {"bf16": False, "gradient_checkpointing": False}
 
 
 @dataclass
@@ -255,7 +256,11 @@ def _name(name_or_path: str) -> str:
 def run(argv: Sequence[str]) -> int:
     """Runs `eurobert-hf distill` with `argv`; returns the exit status."""
     args, data, training_args, model_args, output_args = parse_arguments(
-        (DistillArguments, DataArguments, ULDConfig, ModelConfig), argv, "eurobert-hf distill", __doc__, DEFAULTS
+        (DistillArguments, DataArguments, ULDConfig, ModelConfig),
+        argv,
+        "eurobert-hf distill",
+        __doc__,
+        None if torch.cuda.is_available() else CPU_DEFAULTS,
     )
     if not model_args.model_name_or_path:
         raise CommandError("Pass the student with `--model_name_or_path`.")
