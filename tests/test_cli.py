@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
+from datasets import Dataset
 from huggingface_hub import ModelCard
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
@@ -640,3 +641,43 @@ def test_mask_only_packing_collator_never_returns_a_batch_without_masked_token()
     collator = MaskOnlyPackingCollator(tokenizer, mlm_probability=1e-9)
     batch = collator([{"input_ids": tokenizer("ab")["input_ids"]}])
     assert (batch["labels"] != -100).sum() == 1
+
+
+def test_teacher_answers_are_the_teachers_greedy_continuations(causal_pair):
+    from eurobert_hf.commands.distill import DistillArguments, _with_teacher_answers
+    from eurobert_hf.demo.data import few_shot_prompt
+
+    teacher = AutoModelForCausalLM.from_pretrained(causal_pair[1]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(causal_pair[1])
+    args = DistillArguments(max_new_tokens=5, generation_batch_size=2, few_shot_language="de")
+    prompts = [row["prompt"] for row in QA_PAIRS[:3]]
+    dataset = _with_teacher_answers(Dataset.from_dict({"prompt": prompts}), teacher, tokenizer, args)
+
+    expected = []
+    for prompt in prompts:
+        # Reference: one token at a time, argmax of the last position, without padding or `generate`.
+        ids = tokenizer(few_shot_prompt(prompt, "de"))["input_ids"]
+        generated = []
+        with torch.no_grad():
+            for _ in range(5):
+                token = teacher(torch.tensor([ids + generated])).logits[0, -1].argmax().item()
+                generated.append(token)
+                if token == tokenizer.eos_token_id or "\n" in tokenizer.decode([token]):
+                    break
+        expected.append(tokenizer.decode(generated, skip_special_tokens=True).split("\n")[0].strip())
+    kept = [answer for answer in expected if answer]
+    assert dataset["completion"] == kept
+    assert dataset["prompt"] == [p for p, answer in zip(prompts, expected) if answer]
+
+
+def test_finetune_from_a_dataset_folder_with_splits(eurobert_dir, tmp_path, capsys):
+    data_dir = tmp_path / "sentiment"
+    data_dir.mkdir()
+    write_jsonl(data_dir / "train.jsonl", CLASSIFICATION_ROWS[:4])
+    write_jsonl(data_dir / "validation.jsonl", CLASSIFICATION_ROWS[4:])
+    arguments = ["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+                 "--dataset_name", str(data_dir), "--output_dir", str(tmp_path / "out"), *FAST]  # fmt: skip
+    assert main([*arguments, "--eval_split", "test"]) == 1
+    assert "has no split 'test'; its splits are ['train', 'validation']" in capsys.readouterr().err
+    assert main([*arguments, "--eval_split", "validation"]) == 0
+    assert "eval_accuracy" in capsys.readouterr().out
