@@ -13,6 +13,11 @@ prompts go through the tokenizer's own chat template (with the generation prompt
 through a plain rendering (message contents separated by blank lines); plain-text prompts are tokenized as they are.
 Plain-text completions get the tokenizer's EOS token appended, as in SFT. Labels are the token ids on the completion
 and `-100` on the prompt (and on padding), on both sides.
+
+Truncation keeps the completions aligned: each side longer than `max_length` loses prompt tokens from the left first
+(keeping one, which predicts the first completion token), and only then completion tokens from the right, so both
+sides keep the start of the same answer. Samples whose completion is empty, and samples left with no predicted
+completion token on either side, are dropped with a warning; a dataset left empty is an error.
 """
 
 import logging
