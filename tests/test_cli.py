@@ -681,3 +681,12 @@ def test_finetune_from_a_dataset_folder_with_splits(eurobert_dir, tmp_path, caps
     assert "has no split 'test'; its splits are ['train', 'validation']" in capsys.readouterr().err
     assert main([*arguments, "--eval_split", "validation"]) == 0
     assert "eval_accuracy" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_non_empty_output_folder(tmp_path, capsys):
+    output_dir = tmp_path / "demo"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    assert main(["demo", "--quick", "--output_dir", str(output_dir)]) == 1
+    assert "--overwrite_output_dir" in capsys.readouterr().err
+    assert os.listdir(output_dir) == ["notes.txt"]

@@ -1,4 +1,4 @@
-"""The `eurobert-hf` subcommands; each module has a `run(argv) -> int` and a one-line `HELP`.
+"""The `eurobert-hf` subcommands; each module has a `run(argv) -> int` (their one-line help is in `eurobert_hf.cli`).
 
 The exceptions live here, away from the commands' heavy imports, so that `eurobert-hf --help` stays quick.
 """

@@ -7,14 +7,13 @@ gets the table, a plot with the training curves and both students as Hub-ready f
 pipeline on fewer prompts (the CI size).
 """
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from trl import TrlParser
 
 from .common import CONFIG_FILE_HELP, CommandError, print_summary
-
-HELP = "The main job, offline: distil Gemma-3-270M into SmolLM2-135M-Instruct (CE vs CE + ULD) and report."
 
 
 @dataclass
@@ -37,7 +36,13 @@ class DemoArguments:
 
 def run(argv: Sequence[str]) -> int:
     """Runs `eurobert-hf demo` with `argv`; returns the exit status."""
-    parser = TrlParser([DemoArguments], prog="eurobert-hf demo", description=__doc__, epilog=CONFIG_FILE_HELP)
+    parser = TrlParser(
+        [DemoArguments],
+        prog="eurobert-hf demo",
+        description=__doc__,
+        epilog=CONFIG_FILE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     (args,) = parser.parse_args_and_config(args=list(argv))
     from ..demo.pipeline import run_demo
 
@@ -49,6 +54,11 @@ def run(argv: Sequence[str]) -> int:
             cache_dir=args.cache_dir,
             overwrite=args.overwrite_output_dir,
         )
+    except FileExistsError:
+        raise CommandError(
+            f"The output folder {args.output_dir!r} is not empty. Pass `--overwrite_output_dir` to replace it or "
+            "choose another `--output_dir`."
+        ) from None
     except (ImportError, RuntimeError) as error:
         raise CommandError(str(error)) from None
     rows = [

@@ -24,7 +24,7 @@ from trl import ModelConfig, get_peft_config
 from ..metrics import RougeL, TokenF1
 from ..trainers import ULDConfig, ULDTrainer
 from ..trainers.teacher_cache import cache_teacher_probs
-from ..trainers.uld_data import prepare_uld_dataset
+from ..trainers.uld_data import _message_text, prepare_uld_dataset  # as ULD training renders chat without template
 from .common import (
     CommandError,
     DataArguments,
@@ -42,7 +42,6 @@ from .common import (
     write_output_folder,
 )
 
-HELP = "Universal Logit Distillation of a causal LM from a teacher with another tokenizer."
 # Without a GPU, SFTConfig's bf16 and gradient-checkpointing defaults only slow training down (or fail); a config
 # file or flags override these.
 CPU_DEFAULTS = {"bf16": False, "gradient_checkpointing": False}
@@ -84,10 +83,6 @@ class DistillArguments:
         default=True,
         metadata={"help": "On held-out data, also score the student's greedy answers (ROUGE-L, token-F1)."},
     )
-
-
-def _message_text(messages: list[dict[str, Any]]) -> str:
-    return "\n\n".join(str(message["content"]) for message in messages)
 
 
 def _normalise_columns(dataset: Dataset | None, args: DistillArguments, need_completion: bool) -> Dataset | None:

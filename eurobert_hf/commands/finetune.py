@@ -48,7 +48,6 @@ from .common import (
     write_output_folder,
 )
 
-HELP = "Fine-tune EuroBERT for classification, token classification, question answering or multiple choice."
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
 _AUTO_CLASSES = {
     "text-classification": AutoModelForSequenceClassification,

@@ -43,7 +43,6 @@ from .common import (
     write_output_folder,
 )
 
-HELP = "Continue EuroBERT's masked-language-model pre-training (mask-only, packed, warmup-stable-decay)."
 WSD_SCHEDULER = "warmup_stable_decay"
 IGNORE_INDEX = -100
 # The authors' framework: lr 1e-4 with a warmup-stable-decay schedule.
