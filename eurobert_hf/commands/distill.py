@@ -211,7 +211,8 @@ def _load_teacher(name_or_path: str, training_args: ULDConfig, dtype: str | None
     kwargs = dict(training_args.teacher_model_init_kwargs or {})
     kwargs.setdefault("dtype", getattr(torch, dtype) if dtype and dtype != "auto" else torch.float32)
     kwargs.setdefault("trust_remote_code", training_args.trust_remote_code)
-    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).eval()
+    # On the training device, so that answer generation and the teacher cache run on the accelerator too.
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(training_args.device).eval()
 
 
 def _cached(
@@ -275,6 +276,8 @@ def run(argv: Sequence[str]) -> int:
     train_data = _normalise_columns(train_data, args, need_completion)
     eval_data = _normalise_columns(eval_data, args, need_completion)
     teacher = _load_teacher(teacher_name, training_args, model_args.dtype)
+    # Consumed here: the trainer gets the loaded teacher and would warn that they are ignored.
+    training_args.teacher_model_init_kwargs = None
     if args.generate_teacher_answers:
         train_data = _with_teacher_answers(train_data, teacher, teacher_tokenizer, args)
         eval_data = _with_teacher_answers(eval_data, teacher, teacher_tokenizer, args)
