@@ -52,13 +52,13 @@ class DemoSettings:
         max_length (`int`): token limit of each side's training sequence.
     """
 
-    train_per_language: int = 24
+    train_per_language: int = 20
     held_out_per_language: int = 8
     max_new_tokens: int = 32
     generation_batch_size: int = 48
-    num_train_epochs: float = 2.0
+    num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 8
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     max_length: int = 256
 
     @classmethod

@@ -76,12 +76,13 @@ def plot_report(scores: Scores, histories: Mapping[str, Sequence[Mapping[str, fl
     groups = _groups(scores)
     stages = [stage for stage in STAGES if stage in scores]
     figure, axes = plt.subplots(1, len(METRICS) + 1, figsize=(6 * (len(METRICS) + 1), 4.5))
+    colors = {stage: f"C{index}" for index, stage in enumerate(STAGES)}
     width = 0.8 / len(stages)
     for axis, (metric, metric_label) in zip(axes, METRICS.items()):
         for index, stage in enumerate(stages):
             values = [100 * scores[stage].get(group, {}).get(metric, 0.0) for group in groups]
             positions = [x + (index - (len(stages) - 1) / 2) * width for x in range(len(groups))]
-            axis.bar(positions, values, width, label=STAGES[stage])
+            axis.bar(positions, values, width, label=STAGES[stage], color=colors[stage])
         axis.set_xticks(range(len(groups)), groups)
         axis.set_ylabel(f"{metric_label} vs teacher (%)")
         axis.set_title(f"Held-out {metric_label}")
