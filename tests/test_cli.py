@@ -690,3 +690,16 @@ def test_demo_refuses_a_non_empty_output_folder(tmp_path, capsys):
     assert main(["demo", "--quick", "--output_dir", str(output_dir)]) == 1
     assert "--overwrite_output_dir" in capsys.readouterr().err
     assert os.listdir(output_dir) == ["notes.txt"]
+
+
+def test_last_complete_checkpoint_skips_a_half_written_one(tmp_path):
+    from eurobert_hf.commands.common import last_complete_checkpoint
+
+    for step, complete in ((1, True), (10, True), (2, True), (11, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-final").mkdir()
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert last_complete_checkpoint(tmp_path / "missing") is None
