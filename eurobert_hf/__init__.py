@@ -26,6 +26,9 @@ register_peft_defaults()
 
 _LAZY_ATTRIBUTES = {
     "uld_loss": "eurobert_hf.trainers.uld_loss",
+    "SortedTeacherProbs": "eurobert_hf.trainers.uld_loss",
+    "sort_teacher_probs": "eurobert_hf.trainers.uld_loss",
+    "cache_teacher_probs": "eurobert_hf.trainers.teacher_cache",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
 }
