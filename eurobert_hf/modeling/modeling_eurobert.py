@@ -428,6 +428,28 @@ class EuroBertPreTrainedModel(PreTrainedModel):
             with torch.no_grad():
                 module.inv_freq.copy_(inv_freq)
 
+    def _encode(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor | None,
+        output_attentions: bool | None,
+        output_hidden_states: bool | None,
+        kwargs: dict,
+    ) -> BaseModelOutput:
+        """Runs a head's backbone (`self.model`); the trainer's loss bookkeeping stays with the head."""
+        return self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **{key: value for key, value in kwargs.items() if key != "num_items_in_batch"},
+        )
+
 
 class EuroBertModel(EuroBertPreTrainedModel):
     """The bare EuroBERT encoder, returning the final-normed hidden states."""
@@ -644,11 +666,6 @@ def _sequence_classification_loss(config: EuroBertConfig, logits: torch.Tensor, 
     )
 
 
-def _forward_kwargs(kwargs: dict) -> dict:
-    """The keyword arguments a head forwards to the encoder (drops the trainer's loss bookkeeping)."""
-    return {key: value for key, value in kwargs.items() if key != "num_items_in_batch"}
-
-
 class EuroBertForMaskedLM(EuroBertPreTrainedModel):
     """EuroBERT with its (untied) masked-language-modelling head. The official checkpoints are saved as this class."""
 
@@ -681,15 +698,8 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
             Token ids to predict at masked positions, -100 elsewhere.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **_forward_kwargs(kwargs),
+        outputs = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
         )
         hidden_states = outputs.last_hidden_state
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -702,12 +712,10 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = _token_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
-        if not return_dict:
-            output = (logits, *outputs[1:])
-            return (loss, *output) if loss is not None else output
-        return MaskedLMOutput(
+        output = MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForSequenceClassification(EuroBertPreTrainedModel):
@@ -743,26 +751,17 @@ class EuroBertForSequenceClassification(EuroBertPreTrainedModel):
             Class indices (single-label), multi-hot floats (multi-label) or targets (regression, `num_labels == 1`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **_forward_kwargs(kwargs),
+        outputs = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
         )
         logits = _pool_and_classify(
             outputs.last_hidden_state, attention_mask, self.config.classifier_pooling, self._classification_head
         )
         loss = _sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        if not return_dict:
-            output = (logits, *outputs[1:])
-            return (loss, *output) if loss is not None else output
-        return SequenceClassifierOutput(
+        output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForTokenClassification(EuroBertPreTrainedModel):
@@ -792,24 +791,15 @@ class EuroBertForTokenClassification(EuroBertPreTrainedModel):
             Class index per token, -100 for tokens to ignore.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **_forward_kwargs(kwargs),
+        outputs = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
         )
         logits = self.classifier(outputs.last_hidden_state)
         loss = _token_cross_entropy(logits, labels) if labels is not None else None
-        if not return_dict:
-            output = (logits, *outputs[1:])
-            return (loss, *output) if loss is not None else output
-        return TokenClassifierOutput(
+        output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
@@ -842,15 +832,8 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
             Index of the last token of the answer span.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **_forward_kwargs(kwargs),
+        outputs = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
         start_logits = start_logits.squeeze(-1).contiguous()
@@ -869,16 +852,14 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
             start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored_index)
             end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored_index)
             loss = (start_loss + end_loss) / 2
-        if not return_dict:
-            output = (start_logits, end_logits, *outputs[1:])
-            return (loss, *output) if loss is not None else output
-        return QuestionAnsweringModelOutput(
+        output = QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
             end_logits=end_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForMultipleChoice(EuroBertPreTrainedModel):
@@ -930,27 +911,24 @@ class EuroBertForMultipleChoice(EuroBertPreTrainedModel):
             return None if tensor is None else tensor.reshape(-1, *tensor.shape[2:])
 
         attention_mask_flat = flatten_choices(attention_mask)
-        outputs = self.model(
+        outputs = self._encode(
             flatten_choices(input_ids),
-            attention_mask=attention_mask_flat,
-            position_ids=flatten_choices(position_ids),
-            inputs_embeds=flatten_choices(inputs_embeds),
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **_forward_kwargs(kwargs),
+            attention_mask_flat,
+            flatten_choices(position_ids),
+            flatten_choices(inputs_embeds),
+            output_attentions,
+            output_hidden_states,
+            kwargs,
         )
         scores = _pool_and_classify(
             outputs.last_hidden_state, attention_mask_flat, self.config.classifier_pooling, self._classification_head
         )
         logits = scores.view(-1, num_choices)
         loss = F.cross_entropy(logits.float(), labels.to(logits.device)) if labels is not None else None
-        if not return_dict:
-            output = (logits, *outputs[1:])
-            return (loss, *output) if loss is not None else output
-        return MultipleChoiceModelOutput(
+        output = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
