@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
 shift || true
-bash scripts/setup_env.sh "$venv" test
+bash scripts/setup_env.sh "$venv" test,demo
 "$venv/bin/python" -m pytest -q "$@"
