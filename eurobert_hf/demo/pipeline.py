@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 TEACHER_HUB_ID = "google/gemma-3-270m"
 STUDENT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 STUDENT_FOLDERS = {"ce": "smollm2-135m-ce-only", "uld": "smollm2-135m-uld"}
+# The two runs differ only in the loss: the CE-only baseline sets the ULD weight to 0, the ULD run keeps `ULDConfig`'s
+# paper defaults (CE weight 1, ULD weight 1.5, temperatures 1).
+RUNS = {"ce": {"uld_distillation_weight": 0.0}, "uld": {}}
 
 
 @dataclass(frozen=True)
@@ -136,20 +139,20 @@ def train_student(
     teacher: PreTrainedModel,
     teacher_tokenizer: PreTrainedTokenizerBase,
     dataset: Dataset,
-    distillation_weight: float,
     settings: DemoSettings,
     seed: int,
     work_dir: str | Path,
+    **loss_overrides: float,
 ):
-    """Train a fresh copy of the student with `ULDTrainer`; `distillation_weight=0` is the CE-only baseline (the
-    teacher still runs, so its ULD distance is logged for comparison). Returns the trainer."""
+    """Train a fresh copy of the student with `ULDTrainer`, the loss fields of `ULDConfig` at their paper defaults
+    unless overridden (`uld_distillation_weight=0.0` is the CE-only baseline; the teacher still runs, so the ULD
+    distance is logged for comparison). Returns the trainer."""
     from ..trainers.uld_config import ULDConfig
     from ..trainers.uld_trainer import ULDTrainer
 
     model, tokenizer = _load(student_dir)
     args = ULDConfig(
         output_dir=str(work_dir),
-        uld_distillation_weight=distillation_weight,
         per_device_train_batch_size=settings.per_device_train_batch_size,
         num_train_epochs=settings.num_train_epochs,
         learning_rate=settings.learning_rate,
@@ -163,6 +166,7 @@ def train_student(
         gradient_checkpointing=False,
         seed=seed,
         data_seed=seed,
+        **loss_overrides,
     )
     trainer = ULDTrainer(
         model=model,
@@ -177,7 +181,8 @@ def train_student(
 
 
 def _student_card(run: str, trainer, scores: dict):
-    loss = "cross-entropy only (ULD weight 0, the baseline)" if run == "ce" else "cross-entropy + ULD (λ = 1.5)"
+    weight = trainer.args.uld_distillation_weight
+    loss = "cross-entropy only (ULD weight 0, the baseline)" if weight == 0 else f"cross-entropy + ULD (λ = {weight})"
     overall = scores[run]["overall"]
     description = (
         f"SmolLM2-135M-Instruct trained by the `eurobert-hf demo` on {TEACHER_NAME}'s greedy few-shot answers to "
@@ -275,31 +280,32 @@ def run_demo(
         dataset = distillation_dataset(train_answers, student_tokenizer)
         del student
 
-        trainers = {}
+        students: dict[str, Path] = {}
+        histories: dict[str, list] = {}
         with tempfile.TemporaryDirectory(dir=staging) as work_dir:
-            for run, weight in (("ce", 0.0), ("uld", 1.5)):
-                trainers[run] = clock.run(
+            for run, loss_overrides in RUNS.items():
+                trainer = clock.run(
                     f"train {run}",
                     train_student,
                     models.student,
                     teacher,
                     teacher_tokenizer,
                     dataset,
-                    weight,
                     settings,
                     seed,
                     Path(work_dir) / run,
+                    **loss_overrides,
                 )
-                model = trainers[run].model
                 predictions[run], scores[run] = clock.run(
-                    f"evaluate {run}", evaluate_student, model, trainers[run].processing_class
+                    f"evaluate {run}", evaluate_student, trainer.model, trainer.processing_class
                 )
-
-        students = {}
-        for run, trainer in trainers.items():
-            card = _student_card(run, trainer, scores)
-            students[run] = _save_student(staging / "students" / STUDENT_FOLDERS[run], trainer, card, models.teacher)
-        histories = {run: trainer.state.log_history for run, trainer in trainers.items()}
+                card = _student_card(run, trainer, scores)
+                students[run] = _save_student(
+                    staging / "students" / STUDENT_FOLDERS[run], trainer, card, models.teacher
+                )
+                histories[run] = trainer.state.log_history
+                # Free the model and its optimizer state before the next run.
+                del trainer
         details = {
             "settings": asdict(settings),
             "seed": seed,
