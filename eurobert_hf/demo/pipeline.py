@@ -55,7 +55,7 @@ class DemoSettings:
         max_length (`int`): token limit of each side's training sequence.
     """
 
-    train_per_language: int = 20
+    train_per_language: int = 16
     held_out_per_language: int = 8
     max_new_tokens: int = 32
     generation_batch_size: int = 48
