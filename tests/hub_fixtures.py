@@ -87,7 +87,8 @@ BLOCK_PLUGIN = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, _RefusePlugin())
-    sys.path[:] = [entry for entry in sys.path if not entry.startswith({str(REPO_ROOT)!r})]
+    # Only the checkout itself goes: a virtual environment may live inside it (CI creates them there).
+    sys.path[:] = [entry for entry in sys.path if entry.rstrip("/") != {str(REPO_ROOT)!r}]
     try:
         import eurobert_hf  # noqa: F401
     except ModuleNotFoundError:
