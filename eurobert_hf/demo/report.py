@@ -92,9 +92,8 @@ def plot_report(scores: Scores, histories: Mapping[str, Sequence[Mapping[str, fl
         for key, style in (("ce_loss", "-"), ("uld_loss", "--")):
             steps, values = _loss_curve(history, key)
             if steps:
-                curves.plot(
-                    steps, values, style, label=f"{STAGES.get(run, run)}: {key.replace('_loss', '').upper()} term"
-                )
+                label = f"{STAGES.get(run, run)}: {key.replace('_loss', '').upper()} term"
+                curves.plot(steps, values, style, color=colors.get(run), label=label)
     curves.set_xlabel("optimizer step")
     curves.set_ylabel("loss")
     curves.set_title("Training curves")
