@@ -195,14 +195,19 @@ def load_splits(data: DataArguments, seed: int) -> tuple[Dataset, Dataset | None
     return train_dataset, eval_dataset
 
 
-def require_columns(dataset: Dataset, columns: Iterable[str], purpose: str, fix: str) -> None:
-    """Raises a `CommandError` naming the columns `dataset` lacks for `purpose` and how to fix it."""
-    missing = [column for column in columns if column not in dataset.column_names]
-    if missing:
-        raise CommandError(
-            f"The data lacks the column(s) {missing} needed for {purpose}; its columns are {dataset.column_names}. "
-            f"{fix}"
-        )
+def require_columns(datasets: Iterable[Dataset | None], columns: Iterable[str], purpose: str, fix: str) -> None:
+    """Raises a `CommandError` naming the columns a dataset lacks for `purpose` and how to fix it (`None` entries,
+    such as an absent eval split, are skipped)."""
+    columns = list(columns)
+    for dataset in datasets:
+        if dataset is None:
+            continue
+        missing = [column for column in columns if column not in dataset.column_names]
+        if missing:
+            raise CommandError(
+                f"The data lacks the column(s) {missing} needed for {purpose}; its columns are "
+                f"{dataset.column_names}. {fix}"
+            )
 
 
 def load_model_config(name_or_path: str, who: str, trust_remote_code: bool = False) -> PretrainedConfig:

@@ -173,11 +173,9 @@ def _text_classification(
     args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
 ) -> PreparedTask:
     columns = [args.text_column, args.label_column] + ([args.text_pair_column] if args.text_pair_column else [])
-    for dataset in (train_data, eval_data):
-        if dataset is not None:
-            require_columns(
-                dataset, columns, "text classification", "Name them with `--text_column`/`--label_column`."
-            )
+    require_columns(
+        (train_data, eval_data), columns, "text classification", "Name them with `--text_column`/`--label_column`."
+    )
     names = _label_names([train_data, eval_data], args.label_column)
     class_label = _is_class_label(train_data, args.label_column)
 
@@ -208,14 +206,12 @@ def _text_classification(
 def _token_classification(
     args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
 ) -> PreparedTask:
-    for dataset in (train_data, eval_data):
-        if dataset is not None:
-            require_columns(
-                dataset,
-                [args.tokens_column, args.tags_column],
-                "token classification",
-                "Name them with `--tokens_column`/`--tags_column`.",
-            )
+    require_columns(
+        (train_data, eval_data),
+        [args.tokens_column, args.tags_column],
+        "token classification",
+        "Name them with `--tokens_column`/`--tags_column`.",
+    )
     if not tokenizer.is_fast:
         raise CommandError("Token classification needs a fast tokenizer (it maps sub-word tokens back to words).")
     names = _label_names([train_data, eval_data], args.tags_column)
@@ -292,14 +288,12 @@ def _question_answering(
     args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
 ) -> PreparedTask:
     columns = [args.question_column, args.context_column, args.answers_column]
-    for dataset in (train_data, eval_data):
-        if dataset is not None:
-            require_columns(
-                dataset,
-                columns,
-                "question answering",
-                "Name them with `--question_column`/`--context_column`/`--answers_column`.",
-            )
+    require_columns(
+        (train_data, eval_data),
+        columns,
+        "question answering",
+        "Name them with `--question_column`/`--context_column`/`--answers_column`.",
+    )
     if not tokenizer.is_fast:
         raise CommandError("Question answering needs a fast tokenizer (it maps answer characters to tokens).")
 
@@ -357,14 +351,12 @@ def _multiple_choice(
     args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
 ) -> PreparedTask:
     columns = [args.question_column, args.choices_column, args.label_column]
-    for dataset in (train_data, eval_data):
-        if dataset is not None:
-            require_columns(
-                dataset,
-                columns,
-                "multiple choice",
-                "Name them with `--question_column`/`--choices_column`/`--label_column`.",
-            )
+    require_columns(
+        (train_data, eval_data),
+        columns,
+        "multiple choice",
+        "Name them with `--question_column`/`--choices_column`/`--label_column`.",
+    )
 
     def tokenize(example: dict[str, Any]) -> dict[str, Any]:
         choices = example[args.choices_column]

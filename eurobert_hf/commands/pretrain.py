@@ -185,9 +185,7 @@ def run(argv: Sequence[str]) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     train_data, eval_data = load_splits(data, training_args.seed)
-    for dataset in (train_data, eval_data):
-        if dataset is not None:
-            require_columns(dataset, [args.text_column], "pre-training", "Name it with `--text_column`.")
+    require_columns((train_data, eval_data), [args.text_column], "pre-training", "Name it with `--text_column`.")
     train_dataset = _tokenize(train_data, tokenizer, args.text_column, args.max_length)
     eval_dataset = _tokenize(eval_data, tokenizer, args.text_column, args.max_length)
     _set_decay_steps(training_args, args.decay_ratio, len(train_dataset))
