@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import maybe_convert_to_chatml
 
 from .uld_alignment import ALIGNMENT_COLUMNS, align_completion_tokens, pad_alignment_groups
+from .uld_loss import aligned_token_counts
 
 logger = logging.getLogger(__name__)
 
@@ -279,9 +280,12 @@ def count_aligned_tokens(
     Returns:
         `torch.LongTensor` of shape `(batch,)`.
     """
-    student = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1) - int(skip_student_eos)
-    teacher = (teacher_labels[:, 1:] != IGNORE_INDEX).sum(dim=1) - int(skip_teacher_eos)
-    return torch.minimum(student, teacher).clamp(min=0)
+    return aligned_token_counts(
+        (labels[:, 1:] != IGNORE_INDEX).sum(dim=1),
+        (teacher_labels[:, 1:] != IGNORE_INDEX).sum(dim=1),
+        skip_student_eos=skip_student_eos,
+        skip_teacher_eos=skip_teacher_eos,
+    )
 
 
 def _pad(sequences: list[list[int]], value: int, length: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SortedTeacherProbs", "sort_teacher_probs", "uld_loss"]
+__all__ = ["SortedTeacherProbs", "aligned_token_counts", "sort_teacher_probs", "uld_loss"]
 
 _REDUCTIONS = ("sample", "sum")
 # Rows are processed in chunks of this many aligned tokens: extra memory is O(chunk × vocabulary).
@@ -501,6 +501,16 @@ def _validate_common(
         raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}.")
 
 
+def aligned_token_counts(
+    student_counts: torch.Tensor, teacher_counts: torch.Tensor, *, skip_student_eos: bool, skip_teacher_eos: bool
+) -> torch.Tensor:
+    """Number of answer tokens per sample that positional ULD pairs, from each side's number of predicted answer
+    tokens: the skipped last tokens removed, the longer side truncated to the shorter."""
+    return torch.minimum(
+        (student_counts - int(skip_student_eos)).clamp(min=0), (teacher_counts - int(skip_teacher_eos)).clamp(min=0)
+    )
+
+
 def uld_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | SortedTeacherProbs,
@@ -589,8 +599,8 @@ def uld_loss(
         teacher_logits = teacher_logits.detach()
         teacher_mask, teacher_counts = _answer_counts(teacher_labels, ignore_index)
         teacher_counts = teacher_counts.to(student_counts.device)
-    aligned = torch.minimum(
-        (student_counts - int(skip_student_eos)).clamp(min=0), (teacher_counts - int(skip_teacher_eos)).clamp(min=0)
+    aligned = aligned_token_counts(
+        student_counts, teacher_counts, skip_student_eos=skip_student_eos, skip_teacher_eos=skip_teacher_eos
     )
     if cached:
         teacher_rows = _cached_rows(teacher_logits, aligned.to(teacher_logits.values.device))
