@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 from eurobert_hf.trainers import ULDConfig, ULDTrainer  # noqa: E402
 from eurobert_hf.trainers.teacher_cache import cache_teacher_probs  # noqa: E402
 from eurobert_hf.trainers.uld_data import prepare_uld_dataset  # noqa: E402
-from tests.tokenizers import gpt2_tokenizer, mistral_tokenizer  # noqa: E402
+from tests.tokenizer_assets import gpt2_tokenizer, mistral_tokenizer  # noqa: E402
 
 SMOLLM2_135M = dict(
     hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3

@@ -148,7 +148,7 @@ def test_flex_attention_matches_sdpa():
 
 @pytest.fixture(scope="module")
 def eurobert_tokenizer():
-    from tests.tokenizers import llama3_tokenizer
+    from tests.tokenizer_assets import llama3_tokenizer
 
     return llama3_tokenizer()
 

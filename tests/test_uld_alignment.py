@@ -15,7 +15,7 @@ from eurobert_hf.trainers.uld_alignment import (
     pad_alignment_groups,
 )
 from eurobert_hf.trainers.uld_loss import sort_teacher_probs, uld_loss
-from tests.tokenizers import gpt2_tokenizer, llama3_tokenizer, mistral_tokenizer, wordpiece_tokenizer
+from tests.tokenizer_assets import gpt2_tokenizer, llama3_tokenizer, mistral_tokenizer, wordpiece_tokenizer
 
 TEXTS = [
     "Grüße aus Köln! Die Straße ist schön, Übermäßig große Äpfel.",

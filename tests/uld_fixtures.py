@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from tests.tokenizers import gpt2_tokenizer, llama3_tokenizer
+from tests.tokenizer_assets import gpt2_tokenizer, llama3_tokenizer
 
 # A Llama-3-style chat template (the real one, minus tools and dates), so that the teacher renders conversations its
 # own way while the student, without a template, reads them as plain text.
