@@ -56,7 +56,11 @@ class PretrainArguments:
     model_name_or_path: str = field(metadata={"help": "A EuroBERT checkpoint: local folder or Hub name."})
     text_column: str = field(default="text", metadata={"help": "The column holding the documents."})
     max_length: int = field(
-        default=2048, metadata={"help": "Documents longer than this many tokens are split into several sequences."}
+        default=2048,
+        metadata={
+            "help": "Documents longer than this many tokens are split into several sequences (at most the model's "
+            "`max_position_embeddings`; a packed batch of several sequences may be longer)."
+        },
     )
     mlm_probability: float = field(
         default=0.3, metadata={"help": "Fraction of the non-special tokens replaced by the mask token."}
@@ -173,6 +177,12 @@ def run(argv: Sequence[str]) -> int:
         raise CommandError(
             f"`pretrain` trains EuroBERT (its padding-free packed path), but {args.model_name_or_path!r} is a "
             f"{config.model_type!r} model. Pass a EuroBERT checkpoint."
+        )
+    if args.max_length > config.max_position_embeddings:
+        raise CommandError(
+            f"`--max_length {args.max_length}` exceeds the model's max_position_embeddings "
+            f"({config.max_position_embeddings}); each document's positions must fit it (the packed batch may be "
+            f"longer). Pass `--max_length {config.max_position_embeddings}` or less."
         )
     tokenizer = load_tokenizer(args.model_name_or_path, "model", args.trust_remote_code)
     if tokenizer.mask_token_id is None:

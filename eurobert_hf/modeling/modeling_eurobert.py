@@ -514,12 +514,6 @@ class EuroBertModel(EuroBertPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
-        if seq_len > self.config.max_position_embeddings:
-            raise ValueError(
-                f"Input of {seq_len} tokens is longer than max_position_embeddings "
-                f"({self.config.max_position_embeddings}): truncate it (tokenizer(..., truncation=True, "
-                f"max_length={self.config.max_position_embeddings})) or extend the context with RoPE scaling."
-            )
         if attention_mask is not None and tuple(attention_mask.shape) != (batch_size, seq_len):
             raise ValueError(
                 f"attention_mask must have shape (batch_size, seq_len) = {(batch_size, seq_len)}, got "
@@ -539,6 +533,15 @@ class EuroBertModel(EuroBertPreTrainedModel):
             raise ValueError(
                 f"position_ids must have shape (batch_size, seq_len) = {(batch_size, seq_len)}, got "
                 f"{tuple(position_ids.shape)}."
+            )
+        # The context limit is per sequence: a packed row may be longer than the context when its positions restart
+        # (checked only for such rows, so that ordinary batches cost no device sync).
+        context = self.config.max_position_embeddings
+        if seq_len > context and int(position_ids.max()) >= context:
+            raise ValueError(
+                f"A sequence is longer than max_position_embeddings ({context}), up to position "
+                f"{int(position_ids.max())}: truncate each sequence (tokenizer(..., truncation=True, max_length={context})), pack documents "
+                "with `position_ids` restarting at 0, or extend the context with RoPE scaling."
             )
 
         packed, attention_mask = self._plan_packing(attention_mask, position_ids, cu_seq_lens, output_attentions)
