@@ -1,11 +1,14 @@
 """Configuration of the [`ULDTrainer`] (Universal Logit Distillation, Boizard et al. 2024, arXiv 2402.12030)."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from trl import SFTConfig
 
 ULD_ALIGNMENTS = ("positional", "offsets")
+# Lowest accepted temperature: logits are divided by it, so smaller values only produce overflow or zero gradients.
+MIN_TEMPERATURE = 1e-2
 
 
 @dataclass
@@ -167,16 +170,20 @@ class ULDConfig(SFTConfig):
 
     def _validate_uld_fields(self) -> None:
         for name in ("uld_crossentropy_weight", "uld_distillation_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"`{name}` must be a finite non-negative number, got {getattr(self, name)}.")
         if self.uld_crossentropy_weight == 0 and self.uld_distillation_weight == 0:
             raise ValueError(
                 "`uld_crossentropy_weight` and `uld_distillation_weight` are both 0, so there is nothing to train. "
                 "Set at least one of them to a positive value (the paper uses 1.0 and 1.5)."
             )
         for name in ("uld_student_temperature", "uld_teacher_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= MIN_TEMPERATURE):
+                raise ValueError(
+                    f"`{name}` must be a finite number of at least {MIN_TEMPERATURE}, got {getattr(self, name)}: the "
+                    "logits are divided by it, and below that the softmax is one-hot in float32 and its gradients "
+                    "overflow or vanish."
+                )
         if self.uld_alignment not in ULD_ALIGNMENTS:
             raise ValueError(f"`uld_alignment` must be one of {ULD_ALIGNMENTS}, got {self.uld_alignment!r}.")
         if self.uld_top_k is not None and (isinstance(self.uld_top_k, bool) or self.uld_top_k < 1):
