@@ -1,6 +1,7 @@
 """`eurobert-hf pretrain` packs whole batches into one row: the context limit belongs to each document, not the row."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_packed_batch_positions_restart_per_document_and_stay_below_max_length()
     torch.testing.assert_close(batch["position_ids"], expected)
 
 
-def test_max_length_beyond_the_context_is_refused(short_context_dir, tmp_path, capsys):
+def test_max_length_beyond_the_context_splits_documents_at_the_context(short_context_dir, tmp_path, capsys):
     train_file = write_jsonl(tmp_path / "train.jsonl", documents(4))
     code = main(
         [
@@ -70,9 +71,11 @@ def test_max_length_beyond_the_context_is_refused(short_context_dir, tmp_path, c
             "--output_dir", str(tmp_path / "out"), "--max_length", "100", *FAST,
         ]
     )  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "--max_length 100" in err and f"max_position_embeddings ({CONTEXT})" in err, err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"`--max_length 100` is more than the model's max_position_embeddings ({CONTEXT})" in captured.err
+    # 62 tokens per document fit in 64: one sequence each.
+    assert re.search(r"\| sequences +\| +4 \|", captured.out), captured.out
 
 
 def test_packed_row_longer_than_the_context_matches_each_document_alone(short_context_dir):

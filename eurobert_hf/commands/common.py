@@ -4,20 +4,23 @@ import argparse
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_dataset
+import yaml
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
 from ..hub import push_to_hub, write_model_folder
 from . import CommandError, Interrupted
+from .validation import check_text_file
 
 # Local data files by extension -> the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -52,7 +55,10 @@ class DataArguments:
 
     dataset_name: str | None = dataclasses.field(
         default=None,
-        metadata={"help": "A dataset on the Hugging Face Hub or a local dataset folder, read with `load_dataset`."},
+        metadata={
+            "help": "A dataset on the Hugging Face Hub, a local data file (.json, .jsonl, .csv, .parquet; its split "
+            "is `train`), a folder of such files (split by file name) or a folder written by `save_to_disk`."
+        },
     )
     dataset_config: str | None = dataclasses.field(
         default=None, metadata={"help": "The dataset's configuration (subset) name."}
@@ -107,6 +113,11 @@ def parse_arguments(
         return parser.parse_args_and_config(args=list(argv))
     except FileNotFoundError as error:
         raise CommandError(f"The config file {error.filename} does not exist.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "The config file"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CommandError(f"{where}: not valid YAML ({problem}).") from None
 
 
 def overwrite_requested(training_args: TrainingArguments, output_args: Any) -> bool:
@@ -120,6 +131,15 @@ def note(message: str) -> None:
     print(f"eurobert-hf: {message}", file=sys.stderr)
 
 
+def _reader_error(error: BaseException) -> str:
+    """The innermost cause's first line: `datasets` wraps reader errors in a generic "error while generating"."""
+    messages = []
+    while error is not None:
+        messages.append(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        error = error.__cause__ or error.__context__
+    return messages[-1]
+
+
 def _load_file(path: str, kind: str) -> Dataset:
     if not os.path.isfile(path):
         raise CommandError(f"The {kind} file {path!r} does not exist.")
@@ -129,21 +149,30 @@ def _load_file(path: str, kind: str) -> Dataset:
             f"Cannot read {path!r}: the supported data files are {', '.join(DATA_FILE_BUILDERS)}. Convert the file "
             "or pass a dataset with `--dataset_name`."
         )
+    check_text_file(path)
     try:
         return load_dataset(builder, data_files=path, split="train")
     except Exception as error:  # noqa: BLE001 - every reader error is a problem with the user's file
-        raise CommandError(f"Cannot read {path!r} as {builder}: {error}") from None
+        raise CommandError(f"Cannot read {path!r} as {builder}: {_reader_error(error)}") from None
 
 
 def _load_named(name: str, config: str | None) -> DatasetDict:
+    if os.path.isfile(name):
+        return DatasetDict({"train": _load_file(name, "data")})
+    if os.path.isdir(name):
+        if (Path(name) / "dataset_dict.json").is_file():
+            return load_from_disk(name)
+        if (Path(name) / "state.json").is_file():
+            return DatasetDict({"train": load_from_disk(name)})
+        for path in sorted(Path(name).rglob("*")):
+            check_text_file(path)
     try:
         loaded = load_dataset(name, config)
     except Exception as error:  # noqa: BLE001 - missing datasets, configs and offline errors all come here
         raise CommandError(
             f"Cannot load the dataset {name!r}"
             + (f" (configuration {config!r})" if config else "")
-            + f": {str(error).splitlines()[0] if str(error) else type(error).__name__}. Check the name, or pass "
-            "local files with `--train_file`."
+            + f": {_reader_error(error)}. Check the name, or pass local files with `--train_file`."
         ) from None
     return loaded
 
@@ -152,10 +181,28 @@ def _first(dataset: Dataset, count: int | None) -> Dataset:
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
 
-def load_splits(data: DataArguments, seed: int) -> tuple[Dataset, Dataset | None]:
-    """The training dataset and the evaluation dataset (`None` when the user asked for no evaluation data)."""
+def data_sources(data: DataArguments) -> tuple[str, str]:
+    """How errors name the training and the evaluation data: a file, a dataset split or the held-out samples."""
+    train = data.train_file or f"{data.dataset_name} (split {data.train_split!r})"
+    if data.eval_file:
+        return train, data.eval_file
+    if data.eval_split:
+        return train, f"{data.dataset_name} (split {data.eval_split!r})"
+    return train, f"the samples held out of {train}"
+
+
+def load_splits(
+    data: DataArguments, seed: int, check: Callable[[Dataset, str], None] | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """The training dataset and the evaluation dataset (`None` when the user asked for no evaluation data).
+
+    `check(dataset, source)` runs on each dataset as read, before any split or selection, so that the row numbers in
+    its errors are those of the file or dataset split named by `source` (see `data_sources`).
+    """
     if bool(data.dataset_name) == bool(data.train_file):
         raise CommandError("Pass exactly one data source: `--train_file FILE` or `--dataset_name NAME`.")
+    check = check or (lambda dataset, source: None)
+    train_source, eval_source = data_sources(data)
     eval_dataset = None
     if data.train_file:
         train_dataset = _load_file(data.train_file, "training")
@@ -175,6 +222,9 @@ def load_splits(data: DataArguments, seed: int) -> tuple[Dataset, Dataset | None
             eval_dataset = splits[data.eval_split]
     if data.eval_file:
         eval_dataset = _load_file(data.eval_file, "evaluation")
+    check(train_dataset, train_source)
+    if eval_dataset is not None:
+        check(eval_dataset, eval_source)
     if data.eval_split_size is not None:
         if eval_dataset is not None:
             raise CommandError("`--eval_split_size` holds out training data; it cannot be combined with eval data.")
@@ -388,3 +438,36 @@ def print_summary(title: str, rows: Iterable[tuple[str, Any]]) -> None:
     for name, value in rows:
         print(f"| {name.ljust(name_width)} | {value.rjust(value_width)} |")
     print(rule)
+
+
+def finish(
+    title: str, rows: list[tuple[str, Any]], output_dir: Path, training_args: TrainingArguments, push: Any
+) -> int:
+    """Pushes the written folder when `--push_to_hub` asks for it (`push()` returns the commit URL), prints the
+    summary and returns 0. A failed push (an unreachable Hub, a refused token) still prints the summary, since the
+    folder is complete, then raises a `CommandError` saying how to push the folder later."""
+    failure = None
+    if training_args.push_to_hub:
+        try:
+            rows.append(("pushed to", push()))
+        except Exception as error:  # noqa: BLE001 - whatever failed, the local folder is complete and is kept
+            failure = error
+            rows.append(("pushed to", "failed"))
+    rows.append(("model folder", str(output_dir)))
+    print_summary(title, rows)
+    if failure is not None:
+        command = [
+            "hf",
+            "upload",
+            hub_model_id(training_args),
+            str(output_dir),
+            "--exclude",
+            f"{PREFIX_CHECKPOINT_DIR}-*",
+        ]
+        if training_args.hub_private_repo:
+            command.append("--private")
+        raise CommandError(
+            f"The model folder {str(output_dir)!r} is complete and kept, but pushing it to the Hub failed "
+            f"({type(failure).__name__}: {_reader_error(failure)}). Push it later with: {shlex.join(command)}"
+        ) from failure
+    return 0

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from datasets import Dataset
 from huggingface_hub import ModelCard
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from trl import ModelConfig, get_peft_config
 
 from ..metrics import RougeL, TokenF1
@@ -29,18 +35,19 @@ from .common import (
     CommandError,
     DataArguments,
     check_output_dir,
+    finish,
     load_model_config,
     load_splits,
     load_tokenizer,
     metric_rows,
     note,
     parse_arguments,
-    print_summary,
     push_output,
     resolve_resume,
     train,
     write_output_folder,
 )
+from .validation import check_rows, list_of, location, non_empty_text_value, shown, text_value
 
 # Without a GPU, SFTConfig's bf16 and gradient-checkpointing defaults only slow training down (or fail); a config
 # file or flags override these.
@@ -105,6 +112,59 @@ def _normalise_columns(dataset: Dataset | None, args: DistillArguments, need_com
         )
     dataset = dataset.remove_columns([column for column in columns if column not in renames])
     return dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+
+
+def _message_problem(message: Any) -> str | None:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        return f"expected a chat message, {{'role': ..., 'content': ...}}, got {shown(message)}."
+    if not isinstance(message.get("content"), str):
+        return f"a message's content must be text, got {shown(message.get('content'))}."
+    return None
+
+
+def _turns(minimum: int) -> Any:
+    return list_of(_message_problem, "chat messages", minimum)
+
+
+def _prompt_problem(value: Any) -> str | None:
+    return text_value(value) if not isinstance(value, list) else _turns(0)(value)
+
+
+def _completion_problem(value: Any) -> str | None:
+    if isinstance(value, list):
+        return _turns(1)(value)
+    return non_empty_text_value(value) and f"{non_empty_text_value(value)} A completion is what the student learns."
+
+
+def _conversation_problem(value: Any) -> str | None:
+    problem = _turns(2)(value)
+    if problem is None and value[-1]["role"] != "assistant":
+        return "the conversation must end with an assistant turn (the answer to distil)."
+    return problem
+
+
+def data_check(args: DistillArguments) -> Any:
+    """The checks of one dataset's prompt/completion or conversation columns, run before any model is loaded."""
+
+    def check(dataset: Dataset, source: str) -> None:
+        columns = dataset.column_names
+        if args.prompt_column in columns:
+            checkers = {args.prompt_column: _prompt_problem}
+            if args.completion_column in columns and not args.generate_teacher_answers:
+                checkers[args.completion_column] = _completion_problem
+            check_rows(dataset, source, checkers)
+            if len(checkers) == 2:
+                pairs = zip(dataset[args.prompt_column], dataset[args.completion_column])
+                for row, (prompt, completion) in enumerate(pairs):
+                    if isinstance(prompt, str) != isinstance(completion, str):
+                        raise CommandError(
+                            f"{location(source, row, args.completion_column)}: the prompt and the completion must "
+                            "both be text or both be lists of chat messages."
+                        )
+        elif args.messages_column in columns:
+            check_rows(dataset, source, {args.messages_column: _conversation_problem})
+
+    return check
 
 
 def _prompts(dataset: Dataset) -> list[str | list[dict[str, Any]]]:
@@ -245,6 +305,17 @@ def _cached(
     )
 
 
+def _require_causal_lm(config: PretrainedConfig, who: str) -> None:
+    """ULD trains and reads next-token distributions, so both models must be causal LMs (an encoder has none)."""
+    auto_map = getattr(config, "auto_map", None) or {}
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and "AutoModelForCausalLM" not in auto_map:
+        raise CommandError(
+            f"The {who} is a {config.model_type!r} model without a causal-LM head; ULD distils next-token "
+            "predictions, so both the student and the teacher must be causal LMs (loadable with "
+            "AutoModelForCausalLM). To train EuroBERT, use `eurobert-hf finetune` or `eurobert-hf pretrain`."
+        )
+
+
 def _name(name_or_path: str) -> str:
     return os.path.basename(os.path.normpath(name_or_path)) if os.path.isdir(name_or_path) else name_or_path
 
@@ -266,12 +337,12 @@ def run(argv: Sequence[str]) -> int:
     check_output_dir(training_args, output_args)
     resume = resolve_resume(training_args)
     remote = training_args.trust_remote_code
-    load_model_config(model_args.model_name_or_path, "student model", remote)
-    load_model_config(teacher_name, "teacher model", remote)
+    _require_causal_lm(load_model_config(model_args.model_name_or_path, "student model", remote), "student")
+    _require_causal_lm(load_model_config(teacher_name, "teacher model", remote), "teacher")
     tokenizer = load_tokenizer(model_args.model_name_or_path, "student", remote)
     teacher_tokenizer = load_tokenizer(training_args.teacher_tokenizer_name_or_path or teacher_name, "teacher", remote)
 
-    train_data, eval_data = load_splits(data, training_args.seed)
+    train_data, eval_data = load_splits(data, training_args.seed, data_check(args))
     need_completion = not args.generate_teacher_answers
     train_data = _normalise_columns(train_data, args, need_completion)
     eval_data = _normalise_columns(eval_data, args, need_completion)
@@ -330,8 +401,10 @@ def run(argv: Sequence[str]) -> int:
         ("train loss", result.training_loss),
         *metric_rows(metrics, "eval_"),
     ]
-    if training_args.push_to_hub:
-        rows.append(("pushed to", push_output(final_model, training_args, tokenizer=tokenizer, model_card=card)))
-    rows.append(("model folder", str(output_dir)))
-    print_summary("eurobert-hf distill (ULD)", rows)
-    return 0
+    return finish(
+        "eurobert-hf distill (ULD)",
+        rows,
+        output_dir,
+        training_args,
+        lambda: push_output(final_model, training_args, tokenizer=tokenizer, model_card=card),
+    )

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from datasets import ClassLabel, Dataset
-from datasets import Sequence as SequenceFeature
 from transformers import (
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -33,6 +32,8 @@ from .common import (
     CommandError,
     DataArguments,
     check_output_dir,
+    data_sources,
+    finish,
     hub_model_id,
     load_model_config,
     load_splits,
@@ -40,12 +41,24 @@ from .common import (
     metric_rows,
     note,
     parse_arguments,
-    print_summary,
     push_output,
     require_columns,
     resolve_resume,
     train,
     write_output_folder,
+)
+from .validation import (
+    check_rows,
+    check_vocabulary,
+    label_kind,
+    label_value,
+    list_of,
+    location,
+    non_empty_text_value,
+    same_label_kind,
+    same_length,
+    shown,
+    text_value,
 )
 
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
@@ -109,6 +122,10 @@ class FinetuneArguments:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Modules that get adapters; defaults to PEFT's EuroBERT defaults."}
     )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Replace a classification head of the checkpoint that has another number of labels."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own model code."})
 
 
@@ -123,24 +140,40 @@ class PreparedTask:
     compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None
 
 
-def _label_names(datasets: Sequence[Dataset | None], column: str) -> list[str]:
-    feature = datasets[0].features[column]
-    if isinstance(feature, SequenceFeature):
-        feature = feature.feature
-    elif isinstance(feature, list):
-        feature = feature[0]
+def _label_values(dataset: Dataset, column: str, per_item: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for value in dataset[column]:
+        for item in value if per_item else [value]:
+            values.setdefault(str(item), item)
+    return values
+
+
+def _label_names(
+    train_data: Dataset, eval_data: Dataset | None, sources: tuple[str, str], column: str, per_item: bool = False
+) -> list[str]:
+    """The class names, from the training data: integer ids in numeric order, names in alphabetical order. Refuses
+    labels of another kind or never seen in training in the evaluation data, and training data with one class."""
+    feature = train_data.features[column]
+    feature = getattr(feature, "feature", feature[0] if isinstance(feature, list) else feature)
     if isinstance(feature, ClassLabel):
         return list(feature.names)
-    values: set = set()
-    for dataset in datasets:
-        if dataset is not None:
-            for value in dataset[column]:
-                values.update(value if isinstance(value, list) else [value])
-    if any(isinstance(value, float) for value in values):
+    same_label_kind(train_data, eval_data, sources, column, per_item)
+    values = _label_values(train_data, column, per_item)
+    numeric = all(isinstance(value, int) and not isinstance(value, bool) for value in values.values())
+    names = sorted(values, key=lambda name: values[name]) if numeric else sorted(values)
+    if eval_data is not None:
+        unseen = sorted(set(_label_values(eval_data, column, per_item)) - set(names))
+        if unseen:
+            raise CommandError(
+                f"The evaluation data ({sources[1]}) has labels in {column!r} that the training data never shows: "
+                f"{unseen}; the model could not learn them. Add training rows for them, or remove those rows."
+            )
+    if len(names) < 2:
         raise CommandError(
-            f"The column {column!r} holds numbers with decimals; classification needs class names or integer ids."
+            f"The training data ({sources[0]}) has a single class in {column!r} ({names}); a classifier needs at "
+            "least two (`finetune` does not train regression). Check the column, or add examples of other classes."
         )
-    return [str(value) for value in sorted(values)]
+    return names
 
 
 def _label_maps(names: list[str]) -> dict[str, Any]:
@@ -170,13 +203,13 @@ def _map(dataset: Dataset | None, function: Callable, **kwargs: Any) -> Dataset 
 
 
 def _text_classification(
-    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+    args: FinetuneArguments,
+    train_data: Dataset,
+    eval_data: Dataset | None,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: tuple[str, str],
 ) -> PreparedTask:
-    columns = [args.text_column, args.label_column] + ([args.text_pair_column] if args.text_pair_column else [])
-    require_columns(
-        (train_data, eval_data), columns, "text classification", "Name them with `--text_column`/`--label_column`."
-    )
-    names = _label_names([train_data, eval_data], args.label_column)
+    names = _label_names(train_data, eval_data, sources, args.label_column)
     class_label = _is_class_label(train_data, args.label_column)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -204,17 +237,15 @@ def _text_classification(
 
 
 def _token_classification(
-    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+    args: FinetuneArguments,
+    train_data: Dataset,
+    eval_data: Dataset | None,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: tuple[str, str],
 ) -> PreparedTask:
-    require_columns(
-        (train_data, eval_data),
-        [args.tokens_column, args.tags_column],
-        "token classification",
-        "Name them with `--tokens_column`/`--tags_column`.",
-    )
     if not tokenizer.is_fast:
         raise CommandError("Token classification needs a fast tokenizer (it maps sub-word tokens back to words).")
-    names = _label_names([train_data, eval_data], args.tags_column)
+    names = _label_names(train_data, eval_data, sources, args.tags_column, per_item=True)
     class_label = _is_class_label(train_data, args.tags_column)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -252,14 +283,35 @@ def _token_classification(
     )
 
 
-def _answer(answers: Any, column: str) -> tuple[list[str], list[int]]:
-    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-        raise CommandError(
-            f"Each {column!r} entry must be SQuAD-style, `{{'text': [...], 'answer_start': [...]}}`; got {answers!r}."
-        )
+def _answers(answers: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """The answer texts and character starts of a validated SQuAD-style entry (both empty: unanswerable)."""
     texts, starts = answers["text"], answers["answer_start"]
-    texts, starts = ([texts], [starts]) if isinstance(texts, str) else (list(texts), list(starts))
-    return texts, [int(start) for start in starts]
+    return ([texts], [starts]) if isinstance(texts, str) else (list(texts), list(starts))
+
+
+def _answers_problem(answers: Any, context: str) -> str | None:
+    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
+        return f"expected SQuAD-style answers, {{'text': [...], 'answer_start': [...]}}, got {shown(answers)}."
+    texts, starts = answers["text"], answers["answer_start"]
+    if isinstance(texts, str):
+        texts, starts = [texts], [starts]
+    if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+        return f"'text' and 'answer_start' must be lists of the same length, got {shown(answers)}."
+    for text, start in zip(texts, starts):
+        if not isinstance(text, str) or not text:
+            return f"an answer text must be non-empty text, got {shown(text)} (unanswerable: empty lists)."
+        if not isinstance(start, int) or isinstance(start, bool):
+            return f"an answer_start must be an integer character offset, got {shown(start)}."
+        if not 0 <= start <= len(context) - len(text):
+            return (
+                f"answer {shown(text)} starts at character {start}, outside the context ({len(context)} characters)."
+            )
+        if context[start : start + len(text)] != text:
+            return (
+                f"answer {shown(text)} is not at character {start} of the context, which has "
+                f"{shown(context[start : start + len(text)])} there."
+            )
+    return None
 
 
 def _span_positions(offsets: list, sequence_ids: list, start_char: int, end_char: int) -> tuple[int, int]:
@@ -273,6 +325,7 @@ def _span_positions(offsets: list, sequence_ids: list, start_char: int, end_char
 
 
 def _best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, max_answer_length: int) -> tuple:
+    """The best-scoring context span `(score, (start_char, end_char))`; `(-inf, None)` when there is none."""
     best, span = -np.inf, None
     for start in np.argsort(start_logits)[::-1][:20]:
         for end in np.argsort(end_logits)[::-1][:20]:
@@ -281,19 +334,16 @@ def _best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, 
             score = start_logits[start] + end_logits[end]
             if score > best:
                 best, span = score, (offsets[start][0], offsets[end][1])
-    return span
+    return best, span
 
 
 def _question_answering(
-    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+    args: FinetuneArguments,
+    train_data: Dataset,
+    eval_data: Dataset | None,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: tuple[str, str],
 ) -> PreparedTask:
-    columns = [args.question_column, args.context_column, args.answers_column]
-    require_columns(
-        (train_data, eval_data),
-        columns,
-        "question answering",
-        "Name them with `--question_column`/`--context_column`/`--answers_column`.",
-    )
     if not tokenizer.is_fast:
         raise CommandError("Question answering needs a fast tokenizer (it maps answer characters to tokens).")
 
@@ -307,10 +357,15 @@ def _question_answering(
         )
         starts, ends, context_offsets = [], [], []
         for row, answers in enumerate(batch[args.answers_column]):
-            texts, answer_starts = _answer(answers, args.answers_column)
+            texts, answer_starts = _answers(answers)
             sequence_ids = encoded.sequence_ids(row)
             offsets = encoded["offset_mapping"][row]
-            start, end = _span_positions(offsets, sequence_ids, answer_starts[0], answer_starts[0] + len(texts[0]))
+            # An unanswerable question (SQuAD v2) points at the first token, as a cut-off answer does.
+            start, end = (
+                _span_positions(offsets, sequence_ids, answer_starts[0], answer_starts[0] + len(texts[0]))
+                if texts
+                else (0, 0)
+            )
             starts.append(start)
             ends.append(end)
             context_offsets.append([o if s == 1 else None for o, s in zip(offsets, sequence_ids)])
@@ -323,7 +378,8 @@ def _question_answering(
     compute_metrics = None
     if eval_data is not None:
         contexts = eval_data[args.context_column]
-        answers = [_answer(a, args.answers_column) for a in eval_data[args.answers_column]]
+        answers = [_answers(a) for a in eval_data[args.answers_column]]
+        unanswerable = any(not _answers(a)[0] for data in (train_data, eval_data) for a in data[args.answers_column])
         ids = (
             [str(i) for i in eval_data["id"]]
             if "id" in eval_data.column_names
@@ -338,37 +394,42 @@ def _question_answering(
             for row, (identifier, context, (texts, answer_starts)) in enumerate(zip(ids, contexts, answers)):
                 offsets = context_offsets[row]
                 width = len(offsets)
-                span = _best_span(start_logits[row][:width], end_logits[row][:width], offsets, args.max_answer_length)
-                text = context[span[0] : span[1]] if span else ""
+                score, span = _best_span(
+                    start_logits[row][:width], end_logits[row][:width], offsets, args.max_answer_length
+                )
+                # With unanswerable questions in the data (SQuAD v2), "no answer" wins when the first token scores
+                # higher than the best span; it is scored as an empty answer.
+                no_answer = unanswerable and start_logits[row][0] + end_logits[row][0] > score
+                text = context[span[0] : span[1]] if span and not no_answer else ""
                 predictions.append({"id": identifier, "prediction_text": text})
-                references.append({"id": identifier, "answers": {"text": texts, "answer_start": answer_starts}})
+                gold = {"text": texts, "answer_start": answer_starts} if texts else {"text": [""], "answer_start": [0]}
+                references.append({"id": identifier, "answers": gold})
             return SquadMetric().compute(predictions=predictions, references=references)
 
     return PreparedTask(train_features, eval_features, DataCollatorWithPadding(tokenizer), {}, compute_metrics)
 
 
 def _multiple_choice(
-    args: FinetuneArguments, train_data: Dataset, eval_data: Dataset | None, tokenizer: PreTrainedTokenizerBase
+    args: FinetuneArguments,
+    train_data: Dataset,
+    eval_data: Dataset | None,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: tuple[str, str],
 ) -> PreparedTask:
-    columns = [args.question_column, args.choices_column, args.label_column]
-    require_columns(
-        (train_data, eval_data),
-        columns,
-        "multiple choice",
-        "Name them with `--question_column`/`--choices_column`/`--label_column`.",
-    )
+
+    train_choices = len(train_data[0][args.choices_column])
+    if eval_data is not None and len(eval_data[0][args.choices_column]) != train_choices:
+        raise CommandError(
+            f"The evaluation data ({sources[1]}) has {len(eval_data[0][args.choices_column])} choices per question "
+            f"but the training data ({sources[0]}) {train_choices}; the model scores a fixed number of choices."
+        )
 
     def tokenize(example: dict[str, Any]) -> dict[str, Any]:
         choices = example[args.choices_column]
-        label = example[args.label_column]
-        if not isinstance(choices, list) or len(choices) < 2:
-            raise CommandError(f"{args.choices_column!r} must hold a list of at least two answers, got {choices!r}.")
-        if not isinstance(label, int) or not 0 <= label < len(choices):
-            raise CommandError(f"{args.label_column!r} must be the index of the right choice, got {label!r}.")
         encoded = tokenizer(
             [example[args.question_column]] * len(choices), choices, truncation=True, max_length=args.max_length
         )
-        return {**encoded, "labels": label}
+        return {**encoded, "labels": example[args.label_column]}
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         predicted = np.argmax(prediction.predictions, axis=-1).tolist()
@@ -382,6 +443,77 @@ def _multiple_choice(
         model_kwargs,
         compute_metrics,
     )
+
+
+_COLUMNS = {
+    "text-classification": ("text_column", "label_column", "text_pair_column"),
+    "token-classification": ("tokens_column", "tags_column"),
+    "question-answering": ("question_column", "context_column", "answers_column"),
+    "multiple-choice": ("question_column", "choices_column", "label_column"),
+}
+
+
+def _choice_index(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return f"expected the index of the right choice (an integer from 0), got {shown(value)}."
+
+
+def data_check(args: FinetuneArguments) -> Callable[[Dataset, str], None]:
+    """The checks of one dataset for `args.task`, run before any model is loaded (see `load_splits`)."""
+    names = [getattr(args, name) for name in _COLUMNS[args.task] if getattr(args, name)]
+    flags = "/".join(f"`--{name}`" for name in _COLUMNS[args.task])
+
+    def check(dataset: Dataset, source: str) -> None:
+        require_columns([dataset], names, args.task.replace("-", " ") + f" (in {source})", f"Name them with {flags}.")
+        if args.task == "text-classification":
+            checkers = {args.text_column: text_value, args.label_column: label_value}
+            check_rows(
+                dataset, source, {**checkers, **({args.text_pair_column: text_value} if args.text_pair_column else {})}
+            )
+            label_kind(dataset, source, args.label_column)
+        elif args.task == "token-classification":
+            check_rows(
+                dataset,
+                source,
+                {args.tokens_column: list_of(text_value, "words"), args.tags_column: list_of(label_value, "tags")},
+            )
+            same_length(dataset, source, args.tokens_column, args.tags_column)
+            label_kind(dataset, source, args.tags_column, per_item=True)
+        elif args.task == "question-answering":
+            check_rows(
+                dataset,
+                source,
+                {args.question_column: non_empty_text_value, args.context_column: non_empty_text_value},
+            )
+            for row, (context, answers) in enumerate(zip(dataset[args.context_column], dataset[args.answers_column])):
+                problem = _answers_problem(answers, context)
+                if problem:
+                    raise CommandError(f"{location(source, row, args.answers_column)}: {problem}")
+        else:
+            check_rows(
+                dataset,
+                source,
+                {
+                    args.question_column: text_value,
+                    args.choices_column: list_of(text_value, "choices", minimum=2),
+                    args.label_column: _choice_index,
+                },
+            )
+            choices, labels = dataset[args.choices_column], dataset[args.label_column]
+            for row, (options, label) in enumerate(zip(choices, labels)):
+                if len(options) != len(choices[0]):
+                    raise CommandError(
+                        f"{location(source, row, args.choices_column)}: {len(options)} choices, but row 1 has "
+                        f"{len(choices[0])}; every question needs the same number of choices."
+                    )
+                if not 0 <= label < len(options):
+                    raise CommandError(
+                        f"{location(source, row, args.label_column)}: {label} is not the index of one of the "
+                        f"{len(options)} choices (0 to {len(options) - 1})."
+                    )
+
+    return check
 
 
 _PREPARE = {
@@ -405,6 +537,19 @@ def _lora_config(args: FinetuneArguments) -> Any:
     )
 
 
+def _check_head(args: FinetuneArguments, config: Any, model_kwargs: dict[str, Any]) -> None:
+    """Refuses a checkpoint whose head for this task has another number of labels, unless asked to replace it."""
+    head = _AUTO_CLASSES[args.task].__name__.removeprefix("AutoModel")
+    has_head = any(name.endswith(head) for name in getattr(config, "architectures", None) or [])
+    wanted = model_kwargs.get("num_labels")
+    if has_head and wanted is not None and config.num_labels != wanted and not args.ignore_mismatched_sizes:
+        raise CommandError(
+            f"{args.model_name_or_path!r} already has a {args.task} head for {config.num_labels} labels, but the data "
+            f"has {wanted}. Pass `--ignore_mismatched_sizes` to replace the head by a new one, or fine-tune from the "
+            "base model."
+        )
+
+
 def _dataset_label(data: DataArguments) -> str:
     return data.dataset_name or Path(data.train_file).name
 
@@ -423,11 +568,16 @@ def run(argv: Sequence[str]) -> int:
             "EuroBERT checkpoint (e.g. EuroBERT/EuroBERT-210m)."
         )
     tokenizer = load_tokenizer(args.model_name_or_path, "model", args.trust_remote_code)
-    train_data, eval_data = load_splits(data, training_args.seed)
-    task = _PREPARE[args.task](args, train_data, eval_data, tokenizer)
+    check_vocabulary(tokenizer, config, "model", args.model_name_or_path)
+    train_data, eval_data = load_splits(data, training_args.seed, data_check(args))
+    task = _PREPARE[args.task](args, train_data, eval_data, tokenizer, data_sources(data))
+    _check_head(args, config, task.model_kwargs)
 
     model = _AUTO_CLASSES[args.task].from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code, **task.model_kwargs
+        args.model_name_or_path,
+        trust_remote_code=args.trust_remote_code,
+        ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+        **task.model_kwargs,
     )
     if args.use_lora:
         from peft import get_peft_model
@@ -463,8 +613,10 @@ def run(argv: Sequence[str]) -> int:
     output_dir = write_output_folder(final_model, training_args.output_dir, tokenizer=tokenizer, model_card=card)
     rows = [("task", args.task), ("training samples", len(task.train_dataset)), ("steps", result.global_step)]
     rows += [("train loss", result.training_loss), *metric_rows(metrics, "eval_")]
-    if training_args.push_to_hub:
-        rows.append(("pushed to", push_output(final_model, training_args, tokenizer=tokenizer, model_card=card)))
-    rows.append(("model folder", str(output_dir)))
-    print_summary(f"eurobert-hf finetune ({'LoRA, merged' if args.use_lora else 'full'})", rows)
-    return 0
+    return finish(
+        f"eurobert-hf finetune ({'LoRA, merged' if args.use_lora else 'full'})",
+        rows,
+        output_dir,
+        training_args,
+        lambda: push_output(final_model, training_args, tokenizer=tokenizer, model_card=card),
+    )

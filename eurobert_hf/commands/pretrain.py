@@ -28,6 +28,7 @@ from .common import (
     CommandError,
     DataArguments,
     check_output_dir,
+    finish,
     hub_model_id,
     load_model_config,
     load_splits,
@@ -35,13 +36,13 @@ from .common import (
     metric_rows,
     note,
     parse_arguments,
-    print_summary,
     push_output,
     require_columns,
     resolve_resume,
     train,
     write_output_folder,
 )
+from .validation import check_rows, check_vocabulary, text_value
 
 WSD_SCHEDULER = "warmup_stable_decay"
 IGNORE_INDEX = -100
@@ -136,6 +137,18 @@ class MaskOnlyPackingCollator:
         }
 
 
+def _without_empty_documents(dataset: Dataset | None, column: str, kind: str) -> Dataset | None:
+    """Drops documents with no text (as blank lines between paragraphs of a corpus), saying how many."""
+    if dataset is None:
+        return None
+    kept = dataset.filter(lambda batch: [bool(text.strip()) for text in batch[column]], batched=True)
+    if len(kept) < len(dataset):
+        note(f"{len(dataset) - len(kept)} empty {kind} documents are left out.")
+    if len(kept) == 0:
+        raise CommandError(f"Every {kind} document is empty; check `--text_column`.")
+    return kept
+
+
 def _tokenize(dataset: Dataset | None, tokenizer: PreTrainedTokenizerBase, column: str, max_length: int):
     if dataset is None:
         return None
@@ -179,11 +192,12 @@ def run(argv: Sequence[str]) -> int:
             f"{config.model_type!r} model. Pass a EuroBERT checkpoint."
         )
     if args.max_length > config.max_position_embeddings:
-        raise CommandError(
-            f"`--max_length {args.max_length}` exceeds the model's max_position_embeddings "
-            f"({config.max_position_embeddings}); each document's positions must fit it (the packed batch may be "
-            f"longer). Pass `--max_length {config.max_position_embeddings}` or less."
+        note(
+            f"`--max_length {args.max_length}` is more than the model's max_position_embeddings "
+            f"({config.max_position_embeddings}): documents are split every {config.max_position_embeddings} tokens "
+            "(a packed batch of several documents may still be longer)."
         )
+        args.max_length = config.max_position_embeddings
     tokenizer = load_tokenizer(args.model_name_or_path, "model", args.trust_remote_code)
     if tokenizer.mask_token_id is None:
         raise CommandError(
@@ -194,8 +208,15 @@ def run(argv: Sequence[str]) -> int:
         collator = MaskOnlyPackingCollator(tokenizer, args.mlm_probability)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    train_data, eval_data = load_splits(data, training_args.seed)
-    require_columns((train_data, eval_data), [args.text_column], "pre-training", "Name it with `--text_column`.")
+    check_vocabulary(tokenizer, config, "model", args.model_name_or_path)
+
+    def check(dataset: Dataset, source: str) -> None:
+        require_columns([dataset], [args.text_column], f"pre-training (in {source})", "Name it with `--text_column`.")
+        check_rows(dataset, source, {args.text_column: text_value})
+
+    train_data, eval_data = load_splits(data, training_args.seed, check)
+    train_data = _without_empty_documents(train_data, args.text_column, "training")
+    eval_data = _without_empty_documents(eval_data, args.text_column, "evaluation")
     train_dataset = _tokenize(train_data, tokenizer, args.text_column, args.max_length)
     eval_dataset = _tokenize(eval_data, tokenizer, args.text_column, args.max_length)
     _set_decay_steps(training_args, args.decay_ratio, len(train_dataset))
@@ -239,8 +260,10 @@ def run(argv: Sequence[str]) -> int:
         ("train loss", result.training_loss),
         *metric_rows(metrics, "eval_"),
     ]
-    if training_args.push_to_hub:
-        rows.append(("pushed to", push_output(trainer.model, training_args, tokenizer=tokenizer, model_card=card)))
-    rows.append(("model folder", str(output_dir)))
-    print_summary("eurobert-hf pretrain (MLM, mask token only, packed)", rows)
-    return 0
+    return finish(
+        "eurobert-hf pretrain (MLM, mask token only, packed)",
+        rows,
+        output_dir,
+        training_args,
+        lambda: push_output(trainer.model, training_args, tokenizer=tokenizer, model_card=card),
+    )
