@@ -50,6 +50,7 @@ from .common import (
 from .validation import (
     check_rows,
     check_vocabulary,
+    label_key,
     label_kind,
     label_value,
     list_of,
@@ -144,7 +145,7 @@ def _label_values(dataset: Dataset, column: str, per_item: bool) -> dict[str, An
     values: dict[str, Any] = {}
     for value in dataset[column]:
         for item in value if per_item else [value]:
-            values.setdefault(str(item), item)
+            values.setdefault(label_key(item), item)
     return values
 
 
@@ -159,7 +160,7 @@ def _label_names(
         return list(feature.names)
     same_label_kind(train_data, eval_data, sources, column, per_item)
     values = _label_values(train_data, column, per_item)
-    numeric = all(isinstance(value, int) and not isinstance(value, bool) for value in values.values())
+    numeric = not any(isinstance(value, str | bool) for value in values.values())
     names = sorted(values, key=lambda name: values[name]) if numeric else sorted(values)
     if eval_data is not None:
         unseen = sorted(set(_label_values(eval_data, column, per_item)) - set(names))
@@ -185,7 +186,7 @@ def _label_maps(names: list[str]) -> dict[str, Any]:
 
 
 def _label_id(value: Any, names: list[str], column: str) -> int:
-    name = str(value)
+    name = label_key(value)
     if name not in names:
         raise CommandError(f"Unknown label {value!r} in {column!r}; the training labels are {names}.")
     return names.index(name)
@@ -429,7 +430,7 @@ def _multiple_choice(
         encoded = tokenizer(
             [example[args.question_column]] * len(choices), choices, truncation=True, max_length=args.max_length
         )
-        return {**encoded, "labels": example[args.label_column]}
+        return {**encoded, "labels": int(example[args.label_column])}
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         predicted = np.argmax(prediction.predictions, axis=-1).tolist()
@@ -455,6 +456,8 @@ _COLUMNS = {
 
 def _choice_index(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():  # an index read into a column of decimals
         return None
     return f"expected the index of the right choice (an integer from 0), got {shown(value)}."
 
@@ -509,7 +512,7 @@ def data_check(args: FinetuneArguments) -> Callable[[Dataset, str], None]:
                     )
                 if not 0 <= label < len(options):
                     raise CommandError(
-                        f"{location(source, row, args.label_column)}: {label} is not the index of one of the "
+                        f"{location(source, row, args.label_column)}: {label_key(label)} is not the index of one of the "
                         f"{len(options)} choices (0 to {len(options) - 1})."
                     )
 

@@ -123,7 +123,9 @@ def label_value(value: Any) -> str | None:
     """A class name or an integer id (not a missing value, a decimal number or a list)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "the label is missing (null)."
-    if isinstance(value, bool) or isinstance(value, int) or (isinstance(value, str) and value.strip()):
+    if isinstance(value, int) or (isinstance(value, str) and value.strip()):
+        return None
+    if isinstance(value, float) and value.is_integer():  # an integer id read into a column of decimals
         return None
     if isinstance(value, float):
         return f"{value!r} is a number with decimals; classification needs class names or integer ids."
@@ -151,6 +153,11 @@ def list_of(item: Checker, what: str, minimum: int = 1) -> Checker:
     return check
 
 
+def label_key(value: Any) -> str:
+    """The class a label value names: integer ids read as decimals (1.0) are the same class as 1."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def label_kind(dataset: Dataset | None, source: str, column: str, per_item: bool = False) -> str | None:
     """The kind of label a dataset holds ("integer id" or "class name"; `None` for `ClassLabel` columns and no data).
     Refuses a dataset that mixes both, which would map one class to two ids; `per_item` for one label per word."""
@@ -159,7 +166,7 @@ def label_kind(dataset: Dataset | None, source: str, column: str, per_item: bool
     seen: tuple[str, int] | None = None
     for row, value in enumerate(dataset[column]):
         for item in value if per_item else [value]:
-            kind = "integer id" if isinstance(item, int) and not isinstance(item, bool) else "class name"
+            kind = "class name" if isinstance(item, str | bool) else "integer id"
             if seen is None:
                 seen = (kind, row)
             elif kind != seen[0]:
