@@ -3,10 +3,16 @@
 Data come from local files or a `datasets` dataset; the metrics are the package's offline `evaluate` metrics (accuracy
 and macro-F1, entity-level F1, SQuAD exact match / F1). With `--use_lora`, LoRA adapters are trained and merged into
 the saved model, so the output folder is a plain Hub-ready EuroBERT.
+
+The optimisation defaults follow the EuroBERT authors' fine-tuning recipe: AdamW with betas (0.9, 0.95) and epsilon
+1e-5, weight decay 0.1, linear decay after a 10% warmup, and a learning rate chosen by model size (3.6e-5 for
+EuroBERT-210m and -610m, 2.8e-5 for EuroBERT-2.1B; the `nan` default below stands for that choice). Flags and
+`--config` override them; the model card records the values used.
 """
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +67,35 @@ from .validation import (
     shown,
     text_value,
 )
+
+# The EuroBERT authors' fine-tuning recipe, as one of them (H. Gisserot-Boukhlef) gave it for the paper's XNLI and
+# PAWS-X results (arXiv 2503.05500; https://github.com/Nicolas-BZRD/EuroBERT/issues/3): AdamW with betas (0.9, 0.95)
+# and epsilon 1e-5, weight decay 0.1, a linear decay after a warmup over 10% of the steps, an effective batch of 32
+# (left to the user here: it is a memory choice). It gives no maximum length; 512 tokens is ours.
+# transformers 5 reads a `warmup_steps` below 1 as a ratio and dropped `warmup_ratio`.
+_WARMUP_FIELD = "warmup_ratio" if "warmup_ratio" in {f.name for f in fields(TrainingArguments)} else "warmup_steps"
+RECIPE = {
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "adam_epsilon": 1e-5,
+    "weight_decay": 0.1,
+    "lr_scheduler_type": "linear",
+    _WARMUP_FIELD: 0.1,
+    # Not a rate: it stands for "not given", so that the rate follows the model's size (see `recipe_learning_rate`).
+    "learning_rate": math.nan,
+}
+# Their best learning rates by model size (hidden size 768: 210m, 1152: 610m, 2304: 2.1B), for XNLI; on PAWS-X they
+# were 3.6e-5, 4.6e-5 and 3.6e-5.
+LEARNING_RATES_BY_HIDDEN_SIZE = ((768, 3.6e-5), (1152, 3.6e-5), (2304, 2.8e-5))
+
+
+def recipe_learning_rate(config: Any) -> float:
+    """The authors' learning rate for a EuroBERT of this size (the closest published size above it, else the largest)."""
+    for hidden_size, learning_rate in LEARNING_RATES_BY_HIDDEN_SIZE:
+        if config.hidden_size <= hidden_size:
+            return learning_rate
+    return LEARNING_RATES_BY_HIDDEN_SIZE[-1][1]
+
 
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
 _AUTO_CLASSES = {
@@ -560,7 +595,7 @@ def _dataset_label(data: DataArguments) -> str:
 def run(argv: Sequence[str]) -> int:
     """Runs `eurobert-hf finetune` with `argv`; returns the exit status."""
     args, data, training_args, output_args = parse_arguments(
-        (FinetuneArguments, DataArguments, TrainingArguments), argv, "eurobert-hf finetune", __doc__
+        (FinetuneArguments, DataArguments, TrainingArguments), argv, "eurobert-hf finetune", __doc__, RECIPE
     )
     check_output_dir(training_args, output_args)
     resume = resolve_resume(training_args)
@@ -569,6 +604,12 @@ def run(argv: Sequence[str]) -> int:
         raise CommandError(
             f"`finetune` trains EuroBERT, but {args.model_name_or_path!r} is a {config.model_type!r} model. Pass a "
             "EuroBERT checkpoint (e.g. EuroBERT/EuroBERT-210m)."
+        )
+    if math.isnan(training_args.learning_rate):
+        training_args.learning_rate = recipe_learning_rate(config)
+        note(
+            f"learning rate {training_args.learning_rate:g}, the EuroBERT authors' rate for this model size (hidden "
+            f"size {config.hidden_size}); `--learning_rate` sets another."
         )
     tokenizer = load_tokenizer(args.model_name_or_path, "model", args.trust_remote_code)
     check_vocabulary(tokenizer, config, "model", args.model_name_or_path)
@@ -611,7 +652,14 @@ def run(argv: Sequence[str]) -> int:
         base_model=base_model,
         datasets=data.dataset_name if data.dataset_name and not Path(data.dataset_name).exists() else None,
         eval_results=eval_results_from_metrics(metrics, task_type=args.task, dataset_name=_dataset_label(data)),
-        hyperparameters=training_hyperparameters(training_args),
+        hyperparameters={
+            **training_hyperparameters(training_args),
+            **{
+                name: getattr(training_args, name)
+                for name in ("adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay")
+            },
+            "max_length": args.max_length,
+        },
     )
     output_dir = write_output_folder(final_model, training_args.output_dir, tokenizer=tokenizer, model_card=card)
     rows = [("task", args.task), ("training samples", len(task.train_dataset)), ("steps", result.global_step)]
