@@ -284,3 +284,23 @@ def test_unreachable_hub_at_the_final_push_keeps_the_folder_and_says_how_to_push
     torch.testing.assert_close(  # the saved model is the trained one, complete
         EuroBertForSequenceClassification.from_pretrained(output_dir).classifier.weight.shape, torch.Size([2, 32])
     )
+
+
+@pytest.mark.parametrize("kind", ["file", "save_to_disk folder", "save_to_disk dataset"])
+def test_dataset_name_accepts_local_files_and_saved_datasets(kind, eurobert_dir, tmp_path, capsys):
+    from datasets import Dataset, DatasetDict
+
+    rows = Dataset.from_list(CLASSIFICATION_ROWS)
+    if kind == "file":
+        name = write_jsonl(tmp_path / "data.jsonl", CLASSIFICATION_ROWS)
+    elif kind == "save_to_disk folder":
+        DatasetDict({"train": rows, "validation": rows}).save_to_disk(tmp_path / "saved")
+        name = str(tmp_path / "saved")
+    else:
+        rows.save_to_disk(tmp_path / "saved")
+        name = str(tmp_path / "saved")
+    code = main(["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
+                 "--dataset_name", name, "--output_dir", str(tmp_path / "out"), *FAST])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| training samples" in captured.out
