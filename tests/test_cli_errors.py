@@ -62,7 +62,7 @@ def finetune_model(eurobert_dir, task="text-classification"):
             "text-classification",
             [{"text": "a", "label": 0}, {"text": "b", "label": 1}],
             [{"text": "a", "label": "zero"}],
-            "label 'label' with integer ids but the evaluation data",
+            "eval.jsonl, row 1, column 'label': the evaluation data label 'label' with class names but the training data",
         ),
         (
             "text-classification",
@@ -110,13 +110,13 @@ def finetune_model(eurobert_dir, task="text-classification"):
             "text-classification",
             CLASSIFICATION_ROWS,
             [{"text": "a", "label": "neutral"}, {"text": "b", "label": "positive"}],
-            "has labels in 'label' that the training data never shows: ['neutral']",
+            "eval.jsonl, row 1, column 'label': the evaluation data has labels that the training data",
         ),
         (
             "token-classification",
             NER_ROWS,
             [{"tokens": ["Bonn"], "ner_tags": ["B-ORG"]}],
-            "never shows: ['B-ORG']",
+            "eval.jsonl, row 1, column 'ner_tags': the evaluation data has labels",
         ),
     ],
 )

@@ -200,9 +200,15 @@ def _label_names(
     if eval_data is not None:
         unseen = sorted(set(_label_values(eval_data, column, per_item)) - set(names))
         if unseen:
+            row = next(
+                row
+                for row, value in enumerate(eval_data[column])
+                if {label_key(item) for item in (value if per_item else [value])} & set(unseen)
+            )
             raise CommandError(
-                f"The evaluation data ({sources[1]}) has labels in {column!r} that the training data never shows: "
-                f"{unseen}; the model could not learn them. Add training rows for them, or remove those rows."
+                f"{location(sources[1], row, column)}: the evaluation data has labels that the training data "
+                f"({sources[0]}) never shows: {unseen}; the model could not learn them. Add training rows for them, "
+                "or remove those rows."
             )
     if len(names) < 2:
         raise CommandError(
@@ -456,8 +462,9 @@ def _multiple_choice(
     train_choices = len(train_data[0][args.choices_column])
     if eval_data is not None and len(eval_data[0][args.choices_column]) != train_choices:
         raise CommandError(
-            f"The evaluation data ({sources[1]}) has {len(eval_data[0][args.choices_column])} choices per question "
-            f"but the training data ({sources[0]}) {train_choices}; the model scores a fixed number of choices."
+            f"{location(sources[1], 0, args.choices_column)}: {len(eval_data[0][args.choices_column])} choices per "
+            f"question, but the training data ({sources[0]}) has {train_choices}; the model scores a fixed number of "
+            "choices."
         )
 
     def tokenize(example: dict[str, Any]) -> dict[str, Any]:

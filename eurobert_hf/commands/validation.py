@@ -185,8 +185,8 @@ def same_label_kind(
     eval_kind = label_kind(eval_, sources[1], column, per_item)
     if train_kind and eval_kind and train_kind != eval_kind:
         raise CommandError(
-            f"The training data ({sources[0]}) label {column!r} with {train_kind}s but the evaluation data "
-            f"({sources[1]}) with {eval_kind}s. Use the same kind of label in both."
+            f"{location(sources[1], 0, column)}: the evaluation data label {column!r} with {eval_kind}s but the "
+            f"training data ({sources[0]}) with {train_kind}s. Use the same kind of label in both."
         )
 
 
