@@ -1,7 +1,8 @@
 """Fuzzing the `eurobert-hf` data paths: hundreds of malformed rows and files, drawn with a fixed seed.
 
 Each case is a data file of valid rows with one bad row (a null, a wrong type, a ragged list, an empty string, next to
-huge lines) or a broken file (bytes that are not UTF-8, lines that are not JSON objects, an empty file). Every one must
+huge lines) or a broken file (bytes that are not UTF-8, lines that are not JSON objects, an empty file, ragged or
+unterminated CSV lines). Every one must
 end in exit status 1 with one error line, and a bad row must be named by file, row and column, so that no valid row
 next to it is lost silently. The command runs in-process through `main()` and stops before any model is loaded: the
 data are validated first, so the loop pays no model start-up. Files of valid rows only are accepted up to that point.
@@ -20,7 +21,7 @@ from eurobert_hf.commands import distill, finetune, pretrain
 from tests.test_cli import FAST, causal_pair, eurobert_dir  # noqa: F401 - fixtures
 
 SEED = 20261201
-ROW_CASES = 45  # per command and task
+ROW_CASES = 40  # per command and task
 FILE_CASES = 8
 VALID_CASES = 2
 HUGE = 200_000  # characters of a huge (valid) text next to the bad row
@@ -193,6 +194,43 @@ def file_cases(kind: str, rng: random.Random, folder) -> list[tuple[str, str]]:
     return cases
 
 
+def csv_cases(kind: str, rng: random.Random, folder) -> list[tuple[str, str]]:
+    """CSV files (flat columns only) with an empty cell, a ragged line, an open quote or a Latin-1 byte."""
+    if kind not in ("text-classification", "pretrain"):
+        return []
+    cases = []
+    for number in range(FILE_CASES):
+        rows = [VALID_ROW[kind](rng, index) for index in range(rng.randint(2, 5))]
+        columns = list(rows[0])
+        lines = [",".join(columns)] + [",".join(row[column] for column in columns) for row in rows]
+        line = rng.randrange(1, len(lines))
+        # With one column an empty cell is a blank line, which CSV readers skip: an empty document, not a bad row.
+        damage = number % 4 if len(columns) > 1 or number % 4 else 1
+        path = folder / f"{kind}-csv-{number}.csv"
+        if damage == 0:  # an empty cell: a missing value in that row
+            column = rng.randrange(len(columns))
+            cells = lines[line].split(",")
+            cells[column] = ""
+            lines[line] = ",".join(cells)
+            expected = f"{path}, row {line}, column {columns[column]!r}"
+        elif damage == 1:
+            lines[line] += ",extra,cells"
+            expected = str(path)  # the reader's line, or (extra cells on the first line: an index) a row
+        elif damage == 2:
+            lines[line] = '"' + lines[line]
+            expected = str(path)
+        else:
+            expected = f"{path}, line {line + 1}, column"
+        content = "\n".join(lines).encode() + b"\n"
+        if damage == 3:
+            encoded = [text.encode() for text in lines]
+            encoded[line] = b"caf\xe9 " + encoded[line]
+            content = b"\n".join(encoded) + b"\n"
+        path.write_bytes(content)
+        cases.append((str(path), expected))
+    return cases
+
+
 def valid_cases(kind: str, rng: random.Random, folder) -> list[str]:
     paths = []
     for number in range(VALID_CASES):
@@ -228,7 +266,8 @@ def command_line(kind: str, eurobert_dir: str, causal_pair: tuple[str, str], pat
 def test_malformed_data_never_gives_a_traceback(kind, eurobert_dir, causal_pair, tmp_path, capsys, stop_before_models):
     rng = random.Random(f"{SEED}-{kind}")
     command = command_line(kind, eurobert_dir, causal_pair, "", tmp_path / "out")[0]
-    for path, expected in row_cases(kind, rng, tmp_path) + file_cases(kind, rng, tmp_path):
+    cases = row_cases(kind, rng, tmp_path) + file_cases(kind, rng, tmp_path) + csv_cases(kind, rng, tmp_path)
+    for path, expected in cases:
         arguments = command_line(kind, eurobert_dir, causal_pair, path, tmp_path / "out")
         try:
             code = main(arguments)

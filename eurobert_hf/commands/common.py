@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import yaml
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
@@ -150,10 +151,15 @@ def _load_file(path: str, kind: str) -> Dataset:
             "or pass a dataset with `--dataset_name`."
         )
     check_text_file(path)
+    # The readers also log their errors; the user gets them once, as the command's error line.
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         return load_dataset(builder, data_files=path, split="train")
     except Exception as error:  # noqa: BLE001 - every reader error is a problem with the user's file
         raise CommandError(f"Cannot read {path!r} as {builder}: {_reader_error(error)}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
 
 
 def _load_named(name: str, config: str | None) -> DatasetDict:
