@@ -196,11 +196,14 @@ def test_pretrain_null_text_and_empty_documents(eurobert_dir, tmp_path, capsys):
     code, _, err = run(capsys, "pretrain", [eurobert_dir], [{"text": "ok"}, {"text": None}], tmp_path)
     assert code == 1
     assert "train.jsonl, row 2, column 'text': the value is missing (null)." in error_line(err, "pretrain")
-    code, _, err = run(
-        capsys, "pretrain", [eurobert_dir], [{"text": "ok then"}, {"text": ""}, {"text": "  "}], tmp_path
-    )
+    rows = [{"text": "ok then"}, {"text": ""}, {"text": "  "}, {"text": "日本"}]  # CJK: unknown tokens only
+    code, _, err = run(capsys, "pretrain", [eurobert_dir], rows, tmp_path)
     assert code == 0, err
     assert "2 empty training documents are left out" in err
+    assert "1 training sequences hold special or unknown tokens only and are left out" in err
+    code, _, err = run(capsys, "pretrain", [eurobert_dir], [{"text": "日本"}], tmp_path, "--overwrite_output_dir")
+    assert code == 1
+    assert "No training document has a token to mask" in error_line(err, "pretrain")
 
 
 @pytest.mark.parametrize(

@@ -149,15 +149,30 @@ def _without_empty_documents(dataset: Dataset | None, column: str, kind: str) ->
     return kept
 
 
-def _tokenize(dataset: Dataset | None, tokenizer: PreTrainedTokenizerBase, column: str, max_length: int):
+def _tokenize(dataset: Dataset | None, tokenizer: PreTrainedTokenizerBase, column: str, max_length: int, kind: str):
+    """Sequences of at most `max_length` tokens; those with special tokens only (text the tokenizer only knows as
+    unknown tokens) have nothing to mask and are left out, saying how many."""
     if dataset is None:
         return None
 
+    # As `MaskOnlyPackingCollator`: every special token, the unknown token included, is never masked.
+    special = set(tokenizer.all_special_ids)
+
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch[column], truncation=True, max_length=max_length, return_overflowing_tokens=True)
-        return {"input_ids": encoded["input_ids"]}
+        maskable = [any(token not in special for token in ids) for ids in encoded["input_ids"]]
+        return {"input_ids": encoded["input_ids"], "maskable": maskable}
 
-    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+    tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+    kept = tokenized.filter(lambda batch: batch["maskable"], batched=True).remove_columns("maskable")
+    if len(kept) == 0:
+        raise CommandError(
+            f"No {kind} document has a token to mask: the tokenizer reads them as special or unknown tokens only. "
+            "Check `--text_column` and that the tokenizer is the model's own."
+        )
+    if len(kept) < len(tokenized):
+        note(f"{len(tokenized) - len(kept)} {kind} sequences hold special or unknown tokens only and are left out.")
+    return kept
 
 
 def _total_steps(training_args: TrainingArguments, num_samples: int) -> int:
@@ -217,8 +232,8 @@ def run(argv: Sequence[str]) -> int:
     train_data, eval_data = load_splits(data, training_args.seed, check)
     train_data = _without_empty_documents(train_data, args.text_column, "training")
     eval_data = _without_empty_documents(eval_data, args.text_column, "evaluation")
-    train_dataset = _tokenize(train_data, tokenizer, args.text_column, args.max_length)
-    eval_dataset = _tokenize(eval_data, tokenizer, args.text_column, args.max_length)
+    train_dataset = _tokenize(train_data, tokenizer, args.text_column, args.max_length, "training")
+    eval_dataset = _tokenize(eval_data, tokenizer, args.text_column, args.max_length, "evaluation")
     _set_decay_steps(training_args, args.decay_ratio, len(train_dataset))
     if eval_dataset is None and training_args.eval_strategy != "no":
         note("no evaluation data (pass `--eval_file`, `--eval_split` or `--eval_split_size`): evaluation is off.")
