@@ -540,8 +540,9 @@ class EuroBertModel(EuroBertPreTrainedModel):
         if seq_len > context and int(position_ids.max()) >= context:
             raise ValueError(
                 f"A sequence is longer than max_position_embeddings ({context}), up to position "
-                f"{int(position_ids.max())}: truncate each sequence (tokenizer(..., truncation=True, max_length={context})), pack documents "
-                "with `position_ids` restarting at 0, or extend the context with RoPE scaling."
+                f"{int(position_ids.max())}: truncate each sequence (tokenizer(..., truncation=True, "
+                f"max_length={context})), pack documents with `position_ids` restarting at 0, or extend the context "
+                "with RoPE scaling."
             )
 
         packed, attention_mask = self._plan_packing(attention_mask, position_ids, cu_seq_lens, output_attentions)
