@@ -90,7 +90,7 @@ LEARNING_RATES_BY_HIDDEN_SIZE = ((768, 3.6e-5), (1152, 3.6e-5), (2304, 2.8e-5))
 
 
 def recipe_learning_rate(config: Any) -> float:
-    """The authors' learning rate for a EuroBERT of this size (the closest published size above it, else the largest)."""
+    """The authors' learning rate for a EuroBERT of this size (the next published size up, else the largest)."""
     for hidden_size, learning_rate in LEARNING_RATES_BY_HIDDEN_SIZE:
         if config.hidden_size <= hidden_size:
             return learning_rate
@@ -554,8 +554,8 @@ def data_check(args: FinetuneArguments) -> Callable[[Dataset, str], None]:
                     )
                 if not 0 <= label < len(options):
                     raise CommandError(
-                        f"{location(source, row, args.label_column)}: {label_key(label)} is not the index of one of the "
-                        f"{len(options)} choices (0 to {len(options) - 1})."
+                        f"{location(source, row, args.label_column)}: {label_key(label)} is not the index of one of "
+                        f"the {len(options)} choices (0 to {len(options) - 1})."
                     )
 
     return check
