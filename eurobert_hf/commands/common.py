@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
 from ..hub import push_to_hub, write_model_folder
-from . import CommandError, Interrupted
+from . import HUB_TOKEN_VARIABLE, CommandError, Interrupted
 
 # Local data files by extension -> the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -28,6 +29,8 @@ CONFIG_FILE_HELP = (
 # The Trainer writes this file last when it saves a checkpoint, so a checkpoint that has it is complete.
 TRAINER_STATE_FILE = "trainer_state.json"
 _RESUME_LAST = ("true", "last")
+# The `TrainingArguments` fields that can hold a Hub token (`push_to_hub_token` is transformers 4's deprecated alias).
+HUB_TOKEN_FIELDS = ("hub_token", "push_to_hub_token")
 
 
 # transformers 5 removed `TrainingArguments.overwrite_output_dir`; the commands then declare the flag themselves.
@@ -104,9 +107,26 @@ def parse_arguments(
     )
     parser.set_defaults(**(defaults or {}))
     try:
-        return parser.parse_args_and_config(args=list(argv))
+        parsed = parser.parse_args_and_config(args=list(argv))
     except FileNotFoundError as error:
         raise CommandError(f"The config file {error.filename} does not exist.") from None
+    for arguments in parsed:
+        hand_hub_token_to_hub_client(arguments)
+    return parsed
+
+
+def hand_hub_token_to_hub_client(arguments: Any) -> None:
+    """Moves `--hub_token` out of the parsed arguments into `HF_TOKEN`, which `huggingface_hub` reads on every call.
+
+    The Trainer pickles its arguments into every checkpoint and into the pushed folder (`training_args.bin`), so a
+    token left there would be written to disk and uploaded. The Trainer's Hub calls (repository creation, checkpoint
+    pushes) and the final push authenticate through the environment instead; `eurobert_hf.cli.main` restores it.
+    """
+    for name in HUB_TOKEN_FIELDS:
+        token = getattr(arguments, name, None)
+        if token:
+            os.environ[HUB_TOKEN_VARIABLE] = token
+            setattr(arguments, name, None)
 
 
 def overwrite_requested(training_args: TrainingArguments, output_args: Any) -> bool:
@@ -291,16 +311,21 @@ def check_output_dir(training_args: TrainingArguments, output_args: Any) -> None
         )
 
 
+# Flags left out of the printed resume command: the checkpoint is replaced, and a secret is never printed.
+_NOT_REPEATED_FLAGS = ("--resume_from_checkpoint", *(f"--{name}" for name in HUB_TOKEN_FIELDS))
+
+
 def _resume_command(argv: Sequence[str], command: str, checkpoint: Path) -> str:
+    """The shell command that resumes the run (shell-quoted; a Hub token is left out: `HF_TOKEN` or a login gives it)."""
     kept, skip = [], False
     for argument in argv:
         if skip:
             skip = False
-        elif argument == "--resume_from_checkpoint":
+        elif argument in _NOT_REPEATED_FLAGS:
             skip = True
-        elif not argument.startswith("--resume_from_checkpoint="):
+        elif not argument.startswith(tuple(f"{flag}=" for flag in _NOT_REPEATED_FLAGS)):
             kept.append(argument)
-    return " ".join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
+    return shlex.join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
 
 
 def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: Sequence[str]) -> Any:
@@ -347,14 +372,16 @@ def hub_model_id(training_args: TrainingArguments) -> str:
 
 
 def push_output(model: Any, training_args: TrainingArguments, *, tokenizer: Any, model_card: Any) -> str:
-    """Pushes the Hub-ready folder (the same files as `write_output_folder`) in one commit; returns its URL."""
+    """Pushes the Hub-ready folder (the same files as `write_output_folder`) in one commit; returns its URL.
+
+    The client authenticates with `HF_TOKEN` (where `parse_arguments` put `--hub_token`) or the logged-in token.
+    """
     commit = push_to_hub(
         model,
         hub_model_id(training_args),
         tokenizer=tokenizer,
         model_card=model_card,
         private=training_args.hub_private_repo,
-        token=training_args.hub_token,
         revision=getattr(training_args, "hub_revision", None),
     )
     return commit.commit_url
