@@ -1,8 +1,10 @@
 """Security properties of the commands and of the Hub helpers: the Hub token reaches the Hub client only."""
 
+import ast
 import json
 import os
 import pickle
+import re
 import secrets
 import shlex
 
@@ -12,6 +14,7 @@ from transformers import Trainer
 
 from eurobert_hf import ULDConfig
 from eurobert_hf.cli import main
+from eurobert_hf.hub import EUROBERT_TASKS, render_eurobert_model_card, render_uld_model_card
 from eurobert_hf.modeling import EuroBertForMaskedLM
 from tests.hub_fixtures import run_python, tiny_model, tiny_tokenizer
 from tests.hub_server import FakeHub
@@ -31,6 +34,7 @@ RUN_COMMANDS = """
 import json, logging, sys
 import huggingface_hub, transformers
 from eurobert_hf.cli import main
+from eurobert_hf.hub import EUROBERT_TASKS, render_eurobert_model_card, render_uld_model_card
 
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 transformers.logging.set_verbosity_debug()
@@ -117,7 +121,7 @@ def eurobert_dir(tmp_path_factory):
 def test_resume_command_is_shell_quoted_and_leaves_the_token_out(eurobert_dir, tmp_path, monkeypatch, capsys):
     token = "hf_" + secrets.token_hex(16)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    output_dir = tmp_path / "it's a \"run\" $HOME"
+    output_dir = tmp_path / 'it\'s a "run" $HOME'
     arguments = ["finetune", "--model_name_or_path", eurobert_dir, "--task", "text-classification",
                  "--train_file", write_jsonl(tmp_path / "train.jsonl", CLASSIFICATION_ROWS),
                  "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "2",
@@ -139,3 +143,21 @@ def test_resume_command_is_shell_quoted_and_leaves_the_token_out(eurobert_dir, t
     assert shlex.split(command) == expected
     # The token was lent to the Hub client for the command only.
     assert "HF_TOKEN" not in os.environ
+
+
+def _python_blocks(card_text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card_text, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("task", [*EUROBERT_TASKS, "uld"])
+def test_quick_start_code_quotes_any_model_id(task):
+    model_id = 'user/we"ird\\\'id'
+    if task == "uld":
+        card = render_uld_model_card(model_id, base_model=None, teacher_model=None)
+    else:
+        card = render_eurobert_model_card(model_id, task=task)
+    blocks = _python_blocks(str(card))
+    assert blocks
+    for block in blocks:
+        strings = [node.value for node in ast.walk(ast.parse(block)) if isinstance(node, ast.Constant)]
+        assert model_id in strings, block
