@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
-from ..hub import push_to_hub, write_model_folder
+from ..hub import prune_auto_map, push_to_hub, write_model_folder
 from . import HUB_TOKEN_VARIABLE, CommandError, Interrupted
 
 # Local data files by extension -> the `datasets` builder that reads them.
@@ -329,7 +329,12 @@ def _resume_command(argv: Sequence[str], command: str, checkpoint: Path) -> str:
 
 
 def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: Sequence[str]) -> Any:
-    """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume."""
+    """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume.
+
+    Before training, `auto_map` entries into other repositories leave the model's config and the tokenizer, so that
+    no checkpoint, checkpoint push or final folder names another repository's code.
+    """
+    prune_auto_map(trainer.model, trainer.processing_class)
     try:
         return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except KeyboardInterrupt:

@@ -27,7 +27,14 @@ from .cards import (
     training_hyperparameters,
 )
 from .embeddings import save_sentence_transformer, sentence_transformers_files
-from .remote_code import EUROBERT_AUTO_MAP, REMOTE_CODE_FILES, export_remote_code, remove_dangling_auto_map
+from .remote_code import (
+    EUROBERT_AUTO_MAP,
+    REMOTE_CODE_FILES,
+    export_remote_code,
+    is_foreign_reference,
+    prune_auto_map,
+    remove_dangling_auto_map,
+)
 from .saving import atomic_directory, default_eurobert_card, push_to_hub, save_for_hub, write_model_folder
 
 __all__ = [
@@ -42,10 +49,12 @@ __all__ = [
     "ModelCardMetadataError",
     "atomic_directory",
     "default_eurobert_card",
+    "prune_auto_map",
     "eval_results_from_metrics",
     "eurobert_task",
     "export_remote_code",
     "framework_versions",
+    "is_foreign_reference",
     "push_to_hub",
     "remove_dangling_auto_map",
     "render_eurobert_model_card",

@@ -1,6 +1,7 @@
 """Atomic, Hub-ready saving and pushing of models with their tokenizer, card and (for EuroBERT) remote code."""
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -14,7 +15,7 @@ from huggingface_hub import HfApi, ModelCard, get_token
 
 from .card_validation import is_hub_repo_id
 from .cards import eurobert_task, render_eurobert_model_card
-from .remote_code import export_remote_code, remove_dangling_auto_map
+from .remote_code import REMOTE_CODE_FILES, export_remote_code, remove_dangling_auto_map
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ def write_model_folder(
     """Writes model, tokenizer, card and remote code into an existing, empty folder (no atomicity; see `save_for_hub`).
 
     With `remote_code=None`, EuroBERT models get their remote code and other models none. With `remote_code=False`,
-    a EuroBERT folder keeps no `auto_map` entry pointing at code it does not contain. Without `model_card`, a EuroBERT
+    a EuroBERT folder holds no code. Whatever the model, no JSON file of the folder keeps an `auto_map` entry into
+    another repository or to a file it does not contain (`remove_dangling_auto_map`), and a card that advises
+    `trust_remote_code=True` is refused for a folder without model code of its own. Without `model_card`, a EuroBERT
     head gets `default_eurobert_card(model, model_id)` (`model_id` defaults to the folder's name).
     """
     folder = Path(folder)
@@ -114,12 +117,27 @@ def write_model_folder(
     if eurobert and remote_code is not False:
         export_remote_code(folder)
     elif eurobert:
-        remove_dangling_auto_map(folder)
+        # `save_pretrained` copies the code of registered classes; this folder is asked to hold none.
+        for name in REMOTE_CODE_FILES:
+            (folder / name).unlink(missing_ok=True)
+    remove_dangling_auto_map(folder)
     if model_card is None and eurobert:
         model_card = default_eurobert_card(model, model_id or folder.name, remote_code=remote_code is not False)
     if model_card is not None:
+        if "trust_remote_code=True" in model_card.text and not _holds_model_code(folder):
+            raise ValueError(
+                "The model card tells users to load with `trust_remote_code=True`, but the folder holds no model code "
+                "of its own, so that flag could only run code from elsewhere. Render the card with "
+                "`remote_code=False` (or save with `remote_code=True`)."
+            )
         model_card.save(folder / "README.md")
     return folder
+
+
+def _holds_model_code(folder: Path) -> bool:
+    """Whether the saved model's `config.json` names code (after `remove_dangling_auto_map`, code in the folder)."""
+    config_path = folder / "config.json"
+    return config_path.is_file() and bool(json.loads(config_path.read_text(encoding="utf-8")).get("auto_map"))
 
 
 def save_for_hub(
