@@ -5,9 +5,7 @@ import dataclasses
 import os
 import re
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
-from ..hub import prune_auto_map, push_to_hub, write_model_folder
+from ..hub import model_folder_staging, prune_auto_map, push_to_hub, write_model_folder
 from . import HUB_TOKEN_VARIABLE, CommandError, Interrupted
 
 # Local data files by extension -> the `datasets` builder that reads them.
@@ -355,20 +353,15 @@ def write_output_folder(
 ) -> Path:
     """Writes the Hub-ready model folder (weights, config, tokenizer, card, EuroBERT remote code) into `output_dir`.
 
-    The checkpoints stay next to it, as with `Trainer.save_model`. The files are written to a hidden staging folder
-    first and moved in with `config.json` last, so that an interrupted save never leaves a loadable half model.
+    The checkpoints stay next to it, as with `Trainer.save_model`. The files replace those of the previous save into
+    this folder (and the ones it no longer writes go), only once all are written (`model_folder_staging`).
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".eurobert-hf-output-", dir=output_dir))
-    try:
-        write_model_folder(model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
-        (output_dir / "config.json").unlink(missing_ok=True)
-        for path in sorted(staging.iterdir(), key=lambda path: path.name == "config.json"):
-            os.replace(path, output_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    with model_folder_staging(output_dir, overwrite=True) as staging:
+        write_model_folder(
+            model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code,
+            model_id=Path(output_dir).absolute().name,
+        )  # fmt: skip
+    return Path(output_dir)
 
 
 def hub_model_id(training_args: TrainingArguments) -> str:

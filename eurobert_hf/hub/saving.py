@@ -61,6 +61,95 @@ def atomic_directory(save_directory: str | os.PathLike, *, overwrite: bool = Fal
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# Lists the top-level files and folders the last save wrote, so that the next one replaces exactly those.
+MANIFEST_NAME = ".eurobert-hf-files.json"
+_CONFIG_NAME = "config.json"
+
+
+def _is_plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def _previous_save(folder: Path) -> list[str]:
+    """The entries the previous save wrote into `folder`, from its manifest (none without a readable one)."""
+    try:
+        names = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [name for name in names if _is_plain_name(name)] if isinstance(names, list) else []
+
+
+def _swap_in(staging: Path, target: Path, entries: list[str]) -> None:
+    """Moves the previous save's entries (and any that the new save replaces) aside, then the new ones in; restores
+    the previous ones if a move fails. `config.json` goes out first and comes in last, so that a process killed
+    between the two leaves a folder that does not load, never a mix of two models (the previous files then wait in
+    the hidden `.<name>.previous-*` folder next to it)."""
+    outgoing = {*_previous_save(target), *entries, MANIFEST_NAME}
+    outgoing = sorted(
+        (name for name in outgoing if os.path.lexists(target / name)), key=lambda name: name != _CONFIG_NAME
+    )
+    incoming = sorted([*entries, MANIFEST_NAME], key=lambda name: (name == _CONFIG_NAME, name == MANIFEST_NAME))
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in outgoing:
+            os.replace(target / name, backup / name)
+            moved_out.append(name)
+        for name in incoming:
+            os.replace(staging / name, target / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in reversed(moved_in):
+            os.replace(target / name, staging / name)
+        for name in reversed(moved_out):
+            os.replace(backup / name, target / name)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def model_folder_staging(save_directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yields an empty staging folder whose content replaces the previous save's in `save_directory` when the block
+    finishes without error.
+
+    Unlike `atomic_directory`, the folder itself is kept: a save records what it wrote (`MANIFEST_NAME`), and the next
+    one replaces those files and removes the ones it no longer writes (a previous tokenizer's `chat_template.jinja`),
+    while checkpoints (`checkpoint-*`, `last-checkpoint`, `runs/`) and every file it did not write stay untouched. The
+    new files are written next to the folder and moved in only when complete, so an exception or a kill while writing
+    leaves the previous model as it was.
+
+    Args:
+        save_directory (`str` or `os.PathLike`):
+            The model folder.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Whether a non-empty `save_directory` may be written into.
+
+    Raises:
+        `FileExistsError`: if `save_directory` is a file, or a non-empty folder and `overwrite` is `False`.
+    """
+    target = Path(save_directory).absolute()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder; choose another output path.")
+    occupied = target.is_dir() and any(target.iterdir())
+    if occupied and not overwrite:
+        raise FileExistsError(f"{target} is not empty; pass `overwrite=True` to replace it or choose another path.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
+    try:
+        yield staging
+        entries = sorted(path.name for path in staging.iterdir())
+        manifest = {"files": entries, "written_by": "eurobert-hf"}
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.chmod(staging, 0o755)
+        if occupied:
+            _swap_in(staging, target, entries)
+        else:
+            os.replace(staging, target)  # onto a missing or empty folder: one atomic rename
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _is_eurobert(model: Any) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == "eurobert"
 
@@ -150,13 +239,16 @@ def save_for_hub(
     overwrite: bool = False,
     **save_kwargs: Any,
 ) -> Path:
-    """Saves a model as a Hub-ready folder, atomically: weights, config, tokenizer, card and (EuroBERT) remote code.
+    """Saves a model as a Hub-ready folder: weights, config, tokenizer, card and (EuroBERT) remote code.
+
+    The files are written next to the folder and moved in only when complete (`model_folder_staging`), so a failed or
+    killed save leaves the previous content as it was.
 
     Args:
         model (`PreTrainedModel`):
             The model to save.
         save_directory (`str` or `os.PathLike`):
-            The output folder; written to a staging folder next to it and moved into place when complete.
+            The output folder.
         tokenizer (`PreTrainedTokenizerBase`, *optional*):
             Saved with the model.
         model_card (`ModelCard`, *optional*):
@@ -166,14 +258,15 @@ def save_for_hub(
             Whether to export EuroBERT's self-contained code and a full `auto_map` (`export_remote_code`). Defaults to
             `True` for EuroBERT models; `True` for another model type raises `ValueError`.
         overwrite (`bool`, *optional*, defaults to `False`):
-            Whether an existing, non-empty `save_directory` may be replaced.
+            Whether a non-empty `save_directory` may be written into. The files of the previous save are then replaced
+            or removed; checkpoints and files that no save wrote stay (see `model_folder_staging`).
         save_kwargs:
             Passed to `model.save_pretrained` (e.g. `max_shard_size`).
 
     Returns:
         `Path`: the saved folder.
     """
-    with atomic_directory(save_directory, overwrite=overwrite) as staging:
+    with model_folder_staging(save_directory, overwrite=overwrite) as staging:
         write_model_folder(
             model,
             staging,
