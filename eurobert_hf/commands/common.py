@@ -16,6 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
 from ..hub import model_folder_staging, prune_auto_map, push_to_hub, write_model_folder
+from ..hub.remote_code import remote_code_sources
 from . import HUB_TOKEN_VARIABLE, CommandError, Interrupted
 
 # Local data files by extension -> the `datasets` builder that reads them.
@@ -326,6 +327,22 @@ def _resume_command(argv: Sequence[str], command: str, checkpoint: Path) -> str:
     return shlex.join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
 
 
+def _ship_code_with_checkpoint_pushes(trainer: Any) -> None:
+    """Puts EuroBERT's code files in the output folder when the Trainer pushes checkpoints.
+
+    Each checkpoint push uploads the output folder, into which the Trainer copies a checkpoint's weights and config
+    but not its code files; with them there, every pushed revision holds the code its `auto_map` names (the final
+    save replaces them with its own copies).
+    """
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    if not trainer.args.push_to_hub or getattr(model.config, "model_type", None) != "eurobert":
+        return
+    output_dir = Path(trainer.args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in remote_code_sources().items():
+        (output_dir / name).write_text(source, encoding="utf-8")
+
+
 def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: Sequence[str]) -> Any:
     """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume.
 
@@ -333,6 +350,7 @@ def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: 
     no checkpoint, checkpoint push or final folder names another repository's code.
     """
     prune_auto_map(trainer.model, trainer.processing_class)
+    _ship_code_with_checkpoint_pushes(trainer)
     try:
         return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except KeyboardInterrupt:
