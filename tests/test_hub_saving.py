@@ -88,7 +88,8 @@ def _others(folder) -> dict:
     return {
         path.relative_to(folder).as_posix(): path.read_bytes()
         for path in folder.rglob("*")
-        if path.is_file() and path.relative_to(folder).parts[0] in ("checkpoint-2", "last-checkpoint", "runs", "notes.txt")
+        if path.is_file()
+        and path.relative_to(folder).parts[0] in ("checkpoint-2", "last-checkpoint", "runs", "notes.txt")
     }
 
 

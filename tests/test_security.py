@@ -177,7 +177,7 @@ def _python_blocks(card_text: str) -> list[str]:
 
 @pytest.mark.parametrize("task", [*EUROBERT_TASKS, "uld"])
 def test_quick_start_code_quotes_any_model_id(task):
-    model_id = 'user/we"ird\\\'id'
+    model_id = "user/we\"ird\\'id"
     if task == "uld":
         card = render_uld_model_card(model_id, base_model=None, teacher_model=None)
     else:
@@ -236,7 +236,9 @@ def hub_era_classifier(tmp_path_factory):
     tiny_tokenizer().save_pretrained(folder)
     _add_foreign_auto_maps(folder, HUB_ERA_EUROBERT_MAP)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    assert "--" in json.dumps(model.config.auto_map) and "auto_map" in AutoTokenizer.from_pretrained(folder).init_kwargs
+    assert (
+        "--" in json.dumps(model.config.auto_map) and "auto_map" in AutoTokenizer.from_pretrained(folder).init_kwargs
+    )
     return model, AutoTokenizer.from_pretrained(folder)
 
 
