@@ -6,8 +6,9 @@ folder then loads for everyone: with `trust_remote_code=True` and no `eurobert_h
 without it into transformers' native EuroBERT (5.3 and later); and into the plugin's classes when `eurobert_hf` is
 imported.
 
-`remove_dangling_auto_map` (a saved folder) and `prune_auto_map` (loaded models and tokenizers, in memory) keep every saved folder (EuroBERT or not) from naming code
-outside itself: no `auto_map` entry into another repository, none for a file the folder lacks.
+`remove_dangling_auto_map` (a saved folder) and `prune_auto_map` (loaded models and tokenizers, in memory) keep every
+saved folder, EuroBERT or not, from naming code outside itself: no `auto_map` entry into another repository, none for
+a file the folder lacks.
 """
 
 import ast
