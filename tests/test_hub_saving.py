@@ -1,12 +1,13 @@
 """Atomic saving: an interrupted save never leaves a folder that loads half-written."""
 
+import json
 import os
 
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from eurobert_hf.hub import atomic_directory, save_for_hub
+from eurobert_hf.hub import MANIFEST_NAME, atomic_directory, save_for_hub
 from eurobert_hf.modeling import EuroBertForMaskedLM
 from tests.hub_fixtures import run_python, tiny_model, tiny_tokenizer
 
@@ -230,3 +231,15 @@ def test_peft_model_must_be_merged_first(tmp_path):
     assert not (tmp_path / "adapter").exists()
     folder = save_for_hub(model.merge_and_unload(), tmp_path / "merged")
     assert (folder / "modeling_eurobert.py").exists() and not (folder / "adapter_config.json").exists()
+
+
+def test_overwrite_never_follows_a_manifest_outside_the_folder(tmp_path):
+    folder = save_for_hub(tiny_model(EuroBertForMaskedLM, seed=1), tmp_path / "model")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the model's")
+    (folder / MANIFEST_NAME).write_text(json.dumps({"files": ["../outside.txt", str(outside), ".", ""]}))
+    save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder, overwrite=True)
+    assert outside.read_text() == "not the model's"
+    assert json.loads((folder / MANIFEST_NAME).read_text())["files"] == sorted(
+        name for name in os.listdir(folder) if name != MANIFEST_NAME
+    )
