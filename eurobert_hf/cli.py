@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import CommandError, Interrupted
+from .commands import CommandError, Interrupted, scoped_hub_token
 
 COMMANDS = {
     "demo": "The main job, offline: distil Gemma-3-270M into SmolLM2-135M-Instruct (CE vs CE + ULD) and report.",
@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().parse_args(argv)
             _parser().print_help()
             return EXIT_USER_ERROR if not argv else 0
-        return importlib.import_module(f"eurobert_hf.commands.{command}").run(argv[1:])
+        with scoped_hub_token():
+            return importlib.import_module(f"eurobert_hf.commands.{command}").run(argv[1:])
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     except Interrupted as interruption:

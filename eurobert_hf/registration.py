@@ -67,8 +67,13 @@ def register_auto_classes() -> bool:
         logger.info("eurobert_hf: %s=1, keeping transformers' native EuroBERT classes.", PREFER_NATIVE_ENV)
         return False
     AutoConfig.register("eurobert", EuroBertConfig, exist_ok=True)
+    # Every `save_pretrained` (the Trainer's, sentence-transformers', the user's) then copies the self-contained code
+    # files next to the weights and `EuroBertConfig.save_pretrained` writes the `auto_map` that loads them, so a saved
+    # folder that names EuroBERT's code always holds it.
+    EuroBertConfig.register_for_auto_class("AutoConfig")
     for auto_class, model_class in AUTO_CLASS_TO_MODEL.items():
         auto_class.register(EuroBertConfig, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_class.__name__)
     if native:
         logger.info(
             "eurobert_hf: the plugin's EuroBERT replaces transformers' native one for 'eurobert' models (same "

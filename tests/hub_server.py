@@ -35,10 +35,12 @@ def git_blob_sha1(content: bytes) -> str:
 
 @dataclass
 class Repo:
-    """A repository: the files of the `main` branch and its commit history (newest last)."""
+    """A repository: the files of the `main` branch and its commit history (newest last), with the files of every
+    revision in `revisions`."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
+    revisions: list[dict[str, bytes]] = field(default_factory=list)
 
     @property
     def head(self) -> str:
@@ -49,6 +51,7 @@ class Repo:
         for path in sorted(self.files):
             digest.update(path.encode() + git_blob_sha1(self.files[path]).encode())
         self.commits.append(digest.hexdigest())
+        self.revisions.append(dict(self.files))
         return self.head
 
 

@@ -1,12 +1,13 @@
 """Atomic saving: an interrupted save never leaves a folder that loads half-written."""
 
+import json
 import os
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from eurobert_hf.hub import atomic_directory, save_for_hub
+from eurobert_hf.hub import MANIFEST_NAME, atomic_directory, save_for_hub
 from eurobert_hf.modeling import EuroBertForMaskedLM
 from tests.hub_fixtures import run_python, tiny_model, tiny_tokenizer
 
@@ -62,15 +63,12 @@ def test_failure_mid_overwrite_keeps_the_previous_model(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_overwrite_replaces_everything_and_refuses_without_permission(tmp_path):
+def test_overwrite_needs_permission_and_a_folder(tmp_path):
     folder = save_for_hub(tiny_model(EuroBertForMaskedLM, seed=1), tmp_path / "model")
-    (folder / "stale.bin").write_bytes(b"old")
     with pytest.raises(FileExistsError, match="pass `overwrite=True`"):
         save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder)
-    assert (folder / "stale.bin").exists()
     replacement = tiny_model(EuroBertForMaskedLM, seed=2)
     save_for_hub(replacement, folder, overwrite=True)
-    assert not (folder / "stale.bin").exists()
     with torch.no_grad():
         torch.testing.assert_close(_logits(folder), replacement(INPUT_IDS).logits, rtol=0, atol=1e-6)
     (tmp_path / "empty").mkdir()
@@ -78,6 +76,108 @@ def test_overwrite_replaces_everything_and_refuses_without_permission(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"):
         save_for_hub(replacement, tmp_path / "file")
+
+
+def _chat_tokenizer():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    return tokenizer
+
+
+def _others(folder) -> dict:
+    """Checkpoints, logs and a user's file: what an overwrite must leave as they are."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.relative_to(folder).parts[0] in ("checkpoint-2", "last-checkpoint", "runs", "notes.txt")
+    }
+
+
+def _add_others(folder) -> dict:
+    for name in ("checkpoint-2", "last-checkpoint", "runs"):
+        (folder / name).mkdir()
+        (folder / name / "config.json").write_text(f'{{"{name}": 1}}')
+    (folder / "checkpoint-2" / "model.safetensors").write_bytes(b"weights of step 2")
+    (folder / "notes.txt").write_text("the user's own notes")
+    return _others(folder)
+
+
+def test_overwrite_replaces_the_previous_model_and_keeps_everything_else(tmp_path):
+    folder = save_for_hub(tiny_model(EuroBertForMaskedLM, seed=1), tmp_path / "model", tokenizer=_chat_tokenizer())
+    assert AutoTokenizer.from_pretrained(folder).chat_template
+    others = _add_others(folder)
+    replacement = tiny_model(EuroBertForMaskedLM, seed=2)
+    save_for_hub(replacement, folder, tokenizer=tiny_tokenizer(), overwrite=True)
+    assert _others(folder) == others
+    assert not AutoTokenizer.from_pretrained(folder).chat_template  # the previous tokenizer's template is gone
+    assert not (folder / "chat_template.jinja").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(folder), replacement(INPUT_IDS).logits, rtol=0, atol=1e-6)
+    # Saving without a tokenizer removes the previous save's tokenizer files too.
+    save_for_hub(replacement, folder, overwrite=True)
+    assert not (folder / "tokenizer.json").exists() and _others(folder) == others
+    assert _leftovers(tmp_path) == []
+
+
+def test_failure_while_moving_the_files_in_restores_the_previous_model(tmp_path, monkeypatch):
+    previous = tiny_model(EuroBertForMaskedLM, seed=1)
+    folder = save_for_hub(previous, tmp_path / "model", tokenizer=_chat_tokenizer())
+    others = _add_others(folder)
+    files_before = {name: (folder / name).read_bytes() for name in os.listdir(folder) if (folder / name).is_file()}
+    replace = os.replace
+
+    def failing_replace(source, destination):
+        if ".incomplete-" in str(source) and os.path.basename(destination) == "config.json":
+            raise OSError("Input/output error")
+        return replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder, tokenizer=tiny_tokenizer(), overwrite=True)
+    monkeypatch.setattr(os, "replace", replace)
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder) if (folder / name).is_file()} == (
+        files_before
+    )
+    assert _others(folder) == others
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(folder), previous(INPUT_IDS).logits, rtol=0, atol=1e-6)
+    assert _leftovers(tmp_path) == []
+
+
+def test_cli_output_folder_drops_the_previous_runs_stale_files(tmp_path):
+    from eurobert_hf.commands.common import write_output_folder
+
+    folder = tmp_path / "out"
+    first = tiny_model(EuroBertForMaskedLM, seed=1)
+    write_output_folder(first, folder, tokenizer=_chat_tokenizer(), model_card=None)
+    others = _add_others(folder)
+    write_output_folder(tiny_model(EuroBertForMaskedLM, seed=2), folder, tokenizer=tiny_tokenizer(), model_card=None)
+    assert not AutoTokenizer.from_pretrained(folder).chat_template
+    assert _others(folder) == others
+
+
+@pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
+def test_killed_overwrite_leaves_the_previous_model_and_checkpoints(tmp_path):
+    previous = tiny_model(EuroBertForMaskedLM, seed=1)
+    folder = save_for_hub(previous, tmp_path / "model", tokenizer=tiny_tokenizer())
+    others = _add_others(folder)
+    script = f"""
+    import os
+    from eurobert_hf.hub import save_for_hub
+    from eurobert_hf.modeling import EuroBertForMaskedLM
+    from tests.hub_fixtures import tiny_model
+
+    class KilledDuringSave:
+        def save_pretrained(self, folder):
+            os._exit(0)  # the process dies after the new weights are written, before the save completes
+
+    save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), {str(folder)!r}, tokenizer=KilledDuringSave(), overwrite=True)
+    """
+    run_python(script, tmp_path)
+    assert _others(folder) == others
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(folder), previous(INPUT_IDS).logits, rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow  # fresh interpreters: tens of seconds on 2 shared cores
@@ -131,3 +231,15 @@ def test_peft_model_must_be_merged_first(tmp_path):
     assert not (tmp_path / "adapter").exists()
     folder = save_for_hub(model.merge_and_unload(), tmp_path / "merged")
     assert (folder / "modeling_eurobert.py").exists() and not (folder / "adapter_config.json").exists()
+
+
+def test_overwrite_never_follows_a_manifest_outside_the_folder(tmp_path):
+    folder = save_for_hub(tiny_model(EuroBertForMaskedLM, seed=1), tmp_path / "model")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the model's")
+    (folder / MANIFEST_NAME).write_text(json.dumps({"files": ["../outside.txt", str(outside), ".", ""]}))
+    save_for_hub(tiny_model(EuroBertForMaskedLM, seed=2), folder, overwrite=True)
+    assert outside.read_text() == "not the model's"
+    assert json.loads((folder / MANIFEST_NAME).read_text())["files"] == sorted(
+        name for name in os.listdir(folder) if name != MANIFEST_NAME
+    )

@@ -5,9 +5,7 @@ import dataclasses
 import os
 import re
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,9 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import TrlParser
 
-from ..hub import push_to_hub, write_model_folder
-from . import CommandError, Interrupted
+from ..hub import model_folder_staging, prune_auto_map, push_to_hub, write_model_folder
+from ..hub.remote_code import remote_code_sources
+from . import HUB_TOKEN_VARIABLE, CommandError, Interrupted
 from .validation import check_text_file
 
 # Local data files by extension -> the `datasets` builder that reads them.
@@ -32,6 +31,8 @@ CONFIG_FILE_HELP = (
 # The Trainer writes this file last when it saves a checkpoint, so a checkpoint that has it is complete.
 TRAINER_STATE_FILE = "trainer_state.json"
 _RESUME_LAST = ("true", "last")
+# The `TrainingArguments` fields that can hold a Hub token (`push_to_hub_token` is transformers 4's deprecated alias).
+HUB_TOKEN_FIELDS = ("hub_token", "push_to_hub_token")
 
 
 # transformers 5 removed `TrainingArguments.overwrite_output_dir`; the commands then declare the flag themselves.
@@ -111,7 +112,7 @@ def parse_arguments(
     )
     parser.set_defaults(**(defaults or {}))
     try:
-        return parser.parse_args_and_config(args=list(argv))
+        parsed = parser.parse_args_and_config(args=list(argv))
     except FileNotFoundError as error:
         raise CommandError(f"The config file {error.filename} does not exist.") from None
     except yaml.YAMLError as error:
@@ -119,6 +120,23 @@ def parse_arguments(
         where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "The config file"
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise CommandError(f"{where}: not valid YAML ({problem}).") from None
+    for arguments in parsed:
+        hand_hub_token_to_hub_client(arguments)
+    return parsed
+
+
+def hand_hub_token_to_hub_client(arguments: Any) -> None:
+    """Moves `--hub_token` out of the parsed arguments into `HF_TOKEN`, which `huggingface_hub` reads on every call.
+
+    The Trainer pickles its arguments into every checkpoint and into the pushed folder (`training_args.bin`), so a
+    token left there would be written to disk and uploaded. The Trainer's Hub calls (repository creation, checkpoint
+    pushes) and the final push authenticate through the environment instead; `eurobert_hf.cli.main` restores it.
+    """
+    for name in HUB_TOKEN_FIELDS:
+        token = getattr(arguments, name, None)
+        if token:
+            os.environ[HUB_TOKEN_VARIABLE] = token
+            setattr(arguments, name, None)
 
 
 def overwrite_requested(training_args: TrainingArguments, output_args: Any) -> bool:
@@ -347,20 +365,47 @@ def check_output_dir(training_args: TrainingArguments, output_args: Any) -> None
         )
 
 
+# Flags left out of the printed resume command: the checkpoint is replaced, and a secret is never printed.
+_NOT_REPEATED_FLAGS = ("--resume_from_checkpoint", *(f"--{name}" for name in HUB_TOKEN_FIELDS))
+
+
 def _resume_command(argv: Sequence[str], command: str, checkpoint: Path) -> str:
+    """The shell command that resumes the run (shell-quoted; a Hub token is left out: `HF_TOKEN` or a login gives it)."""
     kept, skip = [], False
     for argument in argv:
         if skip:
             skip = False
-        elif argument == "--resume_from_checkpoint":
+        elif argument in _NOT_REPEATED_FLAGS:
             skip = True
-        elif not argument.startswith("--resume_from_checkpoint="):
+        elif not argument.startswith(tuple(f"{flag}=" for flag in _NOT_REPEATED_FLAGS)):
             kept.append(argument)
-    return " ".join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
+    return shlex.join(["eurobert-hf", command, *kept, "--resume_from_checkpoint", str(checkpoint)])
+
+
+def _ship_code_with_checkpoint_pushes(trainer: Any) -> None:
+    """Puts EuroBERT's code files in the output folder when the Trainer pushes checkpoints.
+
+    Each checkpoint push uploads the output folder, into which the Trainer copies a checkpoint's weights and config
+    but not its code files; with them there, every pushed revision holds the code its `auto_map` names (the final
+    save replaces them with its own copies).
+    """
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    if not trainer.args.push_to_hub or getattr(model.config, "model_type", None) != "eurobert":
+        return
+    output_dir = Path(trainer.args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in remote_code_sources().items():
+        (output_dir / name).write_text(source, encoding="utf-8")
 
 
 def train(trainer: Any, resume_from_checkpoint: str | None, command: str, argv: Sequence[str]) -> Any:
-    """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume."""
+    """Runs `trainer.train`; on Ctrl-C, raises `Interrupted` naming the last complete checkpoint and how to resume.
+
+    Before training, `auto_map` entries into other repositories leave the model's config and the tokenizer, so that
+    no checkpoint, checkpoint push or final folder names another repository's code.
+    """
+    prune_auto_map(trainer.model, trainer.processing_class)
+    _ship_code_with_checkpoint_pushes(trainer)
     try:
         return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except KeyboardInterrupt:
@@ -381,20 +426,15 @@ def write_output_folder(
 ) -> Path:
     """Writes the Hub-ready model folder (weights, config, tokenizer, card, EuroBERT remote code) into `output_dir`.
 
-    The checkpoints stay next to it, as with `Trainer.save_model`. The files are written to a hidden staging folder
-    first and moved in with `config.json` last, so that an interrupted save never leaves a loadable half model.
+    The checkpoints stay next to it, as with `Trainer.save_model`. The files replace those of the previous save into
+    this folder (and the ones it no longer writes go), only once all are written (`model_folder_staging`).
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".eurobert-hf-output-", dir=output_dir))
-    try:
-        write_model_folder(model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
-        (output_dir / "config.json").unlink(missing_ok=True)
-        for path in sorted(staging.iterdir(), key=lambda path: path.name == "config.json"):
-            os.replace(path, output_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    with model_folder_staging(output_dir, overwrite=True) as staging:
+        write_model_folder(
+            model, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code,
+            model_id=Path(output_dir).absolute().name,
+        )  # fmt: skip
+    return Path(output_dir)
 
 
 def hub_model_id(training_args: TrainingArguments) -> str:
@@ -403,14 +443,16 @@ def hub_model_id(training_args: TrainingArguments) -> str:
 
 
 def push_output(model: Any, training_args: TrainingArguments, *, tokenizer: Any, model_card: Any) -> str:
-    """Pushes the Hub-ready folder (the same files as `write_output_folder`) in one commit; returns its URL."""
+    """Pushes the Hub-ready folder (the same files as `write_output_folder`) in one commit; returns its URL.
+
+    The client authenticates with `HF_TOKEN` (where `parse_arguments` put `--hub_token`) or the logged-in token.
+    """
     commit = push_to_hub(
         model,
         hub_model_id(training_args),
         tokenizer=tokenizer,
         model_card=model_card,
         private=training_args.hub_private_repo,
-        token=training_args.hub_token,
         revision=getattr(training_args, "hub_revision", None),
     )
     return commit.commit_url

@@ -6,6 +6,7 @@ Hub would refuse fails at render time rather than at the end of a training run.
 """
 
 import importlib.metadata
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,7 @@ def render_eurobert_model_card(
         card_data,
         template or template_path(EUROBERT_TEMPLATE),
         model_id=model_id,
+        model_id_literal=json.dumps(model_id),  # a Python string literal (JSON escapes are Python ones)
         model_title=model_title,
         description=description
         or f"A EuroBERT model for {task_title}" + (f", fine-tuned from `{base_model}`." if base_model else "."),
@@ -367,6 +369,7 @@ def render_uld_model_card(
         card_data,
         template or template_path(ULD_TEMPLATE),
         model_id=model_id,
+        model_id_literal=json.dumps(model_id),  # a Python string literal (JSON escapes are Python ones)
         model_title=model_title,
         description=description or default_description + ".",
         base_model=base_model,

@@ -14,7 +14,7 @@ from typing import Any
 from huggingface_hub import ModelCard
 
 from .cards import render_eurobert_model_card
-from .saving import atomic_directory, write_model_folder
+from .saving import model_folder_staging, write_model_folder
 
 EMBEDDING_POOLINGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
 _POOLING_MODES = (
@@ -122,7 +122,7 @@ def save_sentence_transformer(
             pooling=pooling,
             normalize=normalize,
         )
-    with atomic_directory(save_directory, overwrite=overwrite) as staging:
+    with model_folder_staging(save_directory, overwrite=overwrite) as staging:
         write_model_folder(encoder, staging, tokenizer=tokenizer, model_card=model_card, remote_code=remote_code)
         for relative_path, content in files.items():
             _write_json(staging / relative_path, content)

@@ -5,30 +5,25 @@ weights and writes an `auto_map` listing every EuroBERT head, pinned to those fi
 folder then loads for everyone: with `trust_remote_code=True` and no `eurobert_hf` (transformers 4.56 and later);
 without it into transformers' native EuroBERT (5.3 and later); and into the plugin's classes when `eurobert_hf` is
 imported.
+
+`remove_dangling_auto_map` (a saved folder) and `prune_auto_map` (loaded models and tokenizers, in memory) keep every
+saved folder, EuroBERT or not, from naming code outside itself: no `auto_map` entry into another repository, none for
+a file the folder lacks.
 """
 
 import ast
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..modeling import configuration_eurobert, modeling_eurobert
+from ..modeling.configuration_eurobert import EUROBERT_AUTO_MAP
 
 REMOTE_CODE_MODULES = (configuration_eurobert, modeling_eurobert)
 REMOTE_CODE_FILES = tuple(Path(module.__file__).name for module in REMOTE_CODE_MODULES)
-
-# Every Auto class the plugin registers, pinned to the code files of the same repository (no "repo--module" entries).
-EUROBERT_AUTO_MAP = {
-    "AutoConfig": "configuration_eurobert.EuroBertConfig",
-    "AutoModel": "modeling_eurobert.EuroBertModel",
-    "AutoModelForMaskedLM": "modeling_eurobert.EuroBertForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_eurobert.EuroBertForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_eurobert.EuroBertForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_eurobert.EuroBertForQuestionAnswering",
-    "AutoModelForMultipleChoice": "modeling_eurobert.EuroBertForMultipleChoice",
-}
 
 # What remote code may import: the standard library, torch and transformers, and its sibling files.
 _ALLOWED_PACKAGES = frozenset({"torch", "transformers"}) | frozenset(sys.stdlib_module_names)
@@ -129,30 +124,92 @@ def export_remote_code(save_directory: str | os.PathLike) -> Path:
     return save_directory
 
 
-def remove_dangling_auto_map(save_directory: str | os.PathLike) -> Path:
-    """Drops `auto_map` entries of a saved EuroBERT folder that point at code the folder does not contain.
+def is_foreign_reference(reference: str) -> bool:
+    """Whether an `auto_map` reference names another repository's code (`"owner/repo--module.Class"`)."""
+    return "--" in reference
 
-    Hub-era fine-tunes carry entries such as `"EuroBERT/EuroBERT-210m--modeling_eurobert.EuroBertModel"`, which make
-    `trust_remote_code` run another repository's current, unpinned code. Entries whose module file is in the folder
-    are kept.
+
+def _kept_auto_map(auto_map: Any, keep: Callable[[str], bool]) -> dict:
+    """The entries of `auto_map` whose references `keep` accepts. In a tokenizer's `[slow, fast]` pair a refused class
+    becomes `None` (what transformers writes for a missing one); an entry with nothing left is dropped."""
+    if not isinstance(auto_map, dict):
+        return {}
+    kept = {}
+    for auto_class, reference in auto_map.items():
+        if isinstance(reference, list | tuple):
+            references = [item if isinstance(item, str) and keep(item) else None for item in reference]
+            if any(references):
+                kept[auto_class] = references
+        elif isinstance(reference, str) and keep(reference):
+            kept[auto_class] = reference
+    return kept
+
+
+def remove_dangling_auto_map(save_directory: str | os.PathLike) -> Path:
+    """Drops, from every JSON file of a saved folder, the `auto_map` entries that point at code the folder lacks.
+
+    Entries into another repository (`"owner/repo--module.Class"`, carried by Hub-era fine-tunes and by tokenizers
+    loaded from the Hub) would make `trust_remote_code=True` run that repository's current, unpinned code; entries
+    whose module file is missing cannot load at all. Entries whose module file sits next to the JSON file are kept.
+    Works for any model type (`config.json`, `tokenizer_config.json`, processor configs, ...).
     """
     save_directory = Path(save_directory)
-    config = _read_eurobert_config(save_directory)
-    auto_map = config.get("auto_map")
-    if not auto_map:
-        return save_directory
+    for path in sorted(save_directory.rglob("*.json")):
+        raw = path.read_bytes()
+        if b'"auto_map"' not in raw:
+            continue
+        try:
+            content = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(content, dict) or "auto_map" not in content:
+            continue
 
-    def is_local(reference: str | list) -> bool:
-        references = reference if isinstance(reference, list) else [reference]
-        return all(
-            item is None or ("--" not in item and (save_directory / f"{item.rsplit('.', 1)[0]}.py").is_file())
-            for item in references
-        )
+        def held(reference: str, folder: Path = path.parent) -> bool:
+            return not is_foreign_reference(reference) and (folder / f"{reference.rsplit('.', 1)[0]}.py").is_file()
 
-    kept = {auto_class: reference for auto_class, reference in auto_map.items() if is_local(reference)}
-    if kept:
-        config["auto_map"] = kept
-    else:
-        config.pop("auto_map")
-    _write_json_atomically(save_directory / "config.json", config)
+        kept = _kept_auto_map(content["auto_map"], held)
+        if kept == content["auto_map"]:
+            continue
+        if kept:
+            content["auto_map"] = kept
+        else:
+            content.pop("auto_map")
+        _write_json_atomically(path, content)
     return save_directory
+
+
+def prune_auto_map(*objects: Any) -> None:
+    """Removes, in memory, the `auto_map` entries of loaded models' configs and tokenizers that a save would not back
+    with code in the saved folder.
+
+    Entries into other repositories always go. Other entries stay only for objects whose class transformers copies
+    into the folder on save (registered with `register_for_auto_class`, as remote-code and EuroBERT classes are);
+    for the rest, the entries name files of the folder they were loaded from. Whatever then saves the objects (the
+    Trainer's checkpoints and Hub pushes included) names no code outside its own folder.
+    """
+    for obj in objects:
+        if hasattr(obj, "get_base_model"):  # a PEFT model: its base model's class is what gets saved
+            obj = obj.get_base_model()
+        config = getattr(obj, "config", None)
+        if isinstance(getattr(config, "auto_map", None), dict):
+            kept = _saved_auto_map(config.auto_map, _copies_code(obj) or _copies_code(config))
+            if kept:
+                config.auto_map = kept
+            else:
+                del config.auto_map
+        init_kwargs = getattr(obj, "init_kwargs", None)
+        if isinstance(init_kwargs, dict) and "auto_map" in init_kwargs:
+            kept = _saved_auto_map(init_kwargs["auto_map"], _copies_code(obj))
+            if kept:
+                init_kwargs["auto_map"] = kept
+            else:
+                del init_kwargs["auto_map"]
+
+
+def _copies_code(obj: Any) -> bool:
+    return getattr(type(obj), "_auto_class", None) is not None
+
+
+def _saved_auto_map(auto_map: Any, copies_code: bool) -> dict:
+    return _kept_auto_map(auto_map, lambda reference: not is_foreign_reference(reference)) if copies_code else {}

@@ -7,6 +7,8 @@ remote code next to `modeling_eurobert.py`. It reads every released EuroBERT con
 `classifier_pooling`), on transformers 4.56 through 5.x.
 """
 
+import os
+from pathlib import Path
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -16,6 +18,17 @@ CLASSIFIER_POOLINGS = ("bos", "mean", "late")
 # RoPE types whose frequencies are fixed at construction. "dynamic" and "longrope" rescale with the input length at
 # run time, which transformers implements through version-specific internals.
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
+
+# The `auto_map` of a folder that holds this file and `modeling_eurobert.py`: every Auto class, pinned to those files.
+EUROBERT_AUTO_MAP = {
+    "AutoConfig": "configuration_eurobert.EuroBertConfig",
+    "AutoModel": "modeling_eurobert.EuroBertModel",
+    "AutoModelForMaskedLM": "modeling_eurobert.EuroBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_eurobert.EuroBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_eurobert.EuroBertForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_eurobert.EuroBertForQuestionAnswering",
+    "AutoModelForMultipleChoice": "modeling_eurobert.EuroBertForMultipleChoice",
+}
 
 # On transformers 5, `rope_scaling` is a deprecated alias property of `rope_parameters`; on 4.x it is a plain field.
 _CONFIG_HAS_ROPE_SCALING_ALIAS = isinstance(getattr(PretrainedConfig, "rope_scaling", None), property)
@@ -173,6 +186,35 @@ class EuroBertConfig(PretrainedConfig):
         )
         self.validate_eurobert()
 
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        """Saves the configuration, with an `auto_map` that names only code saved in the same folder.
+
+        transformers copies the code files of a class registered with `register_for_auto_class` (`import eurobert_hf`
+        registers EuroBERT's; loading with `trust_remote_code=True` registers the loaded class) into the folder before
+        it saves the model's config. The `auto_map` then lists every class of the copied files, and nothing else: no
+        entry into another repository (Hub-era checkpoints carry `"EuroBERT/EuroBERT-210m--modeling_eurobert..."`,
+        which would run that repository's current, unpinned code) and no entry for a file the folder lacks.
+        """
+        folder = Path(save_directory)
+        held = {reference.split(".")[0] for reference in EUROBERT_AUTO_MAP.values()}
+        held = {module for module in held if (folder / f"{module}.py").is_file()}
+        if self._auto_class is not None:
+            held.add("configuration_eurobert")
+        if "configuration_eurobert" not in held:
+            held.discard("modeling_eurobert")  # which imports it
+        auto_map = {
+            auto: reference for auto, reference in EUROBERT_AUTO_MAP.items() if reference.split(".")[0] in held
+        }
+        previous = self.__dict__.pop("auto_map", None)
+        if auto_map:
+            self.auto_map = auto_map
+        try:
+            super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.__dict__.pop("auto_map", None)
+            if previous is not None:
+                self.auto_map = previous
+
     def _default_head_dim(self) -> int:
         if self.num_attention_heads <= 0 or self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
@@ -220,4 +262,4 @@ class EuroBertConfig(PretrainedConfig):
             raise ValueError(f"EuroBertConfig.attention_dropout must be in [0, 1), got {self.attention_dropout}.")
 
 
-__all__ = ["EuroBertConfig"]
+__all__ = ["EUROBERT_AUTO_MAP", "EuroBertConfig"]

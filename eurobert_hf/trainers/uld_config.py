@@ -168,6 +168,15 @@ class ULDConfig(SFTConfig):
         # SFT's preparation tokenizes for the student only; the ULD trainer prepares both sides itself.
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The Trainer pickles its arguments into every checkpoint (`training_args.bin`), which `push_to_hub` uploads:
+        # the pickled copy never holds the Hub token; this object keeps it for the Trainer's own Hub calls.
+        state = dict(self.__dict__)
+        for name in ("hub_token", "push_to_hub_token"):
+            if name in state:
+                state[name] = None
+        return state
+
     def _validate_uld_fields(self) -> None:
         for name in ("uld_crossentropy_weight", "uld_distillation_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
