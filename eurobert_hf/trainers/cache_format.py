@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["compact_bytes_per_token", "decode_compact", "encode_compact", "knot_ranks"]
@@ -80,20 +81,70 @@ def encode_compact(
     return head, knots, tail_mass
 
 
-def _power_law_sum(
-    start_rank: torch.Tensor, start_log: torch.Tensor, slope: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+def _pchip_slopes(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fritsch–Carlson derivatives at the knots `x` (increasing, shared) of the rows `y`: the cubic Hermite curve
+    through them is monotone wherever the knots are."""
+    h = x[1:] - x[:-1]
+    secants = (y[:, 1:] - y[:, :-1]) / h
+    if x.numel() == 2:
+        return torch.cat([secants, secants], dim=-1)
+    left, right = secants[:, :-1], secants[:, 1:]
+    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+    same_sign = left * right > 0
+    safe_left = torch.where(same_sign, left, torch.ones_like(left))
+    safe_right = torch.where(same_sign, right, torch.ones_like(right))
+    interior = torch.where(same_sign, (w1 + w2) / (w1 / safe_left + w2 / safe_right), torch.zeros_like(left))
+
+    def end(h0: torch.Tensor, h1: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        slope = ((2 * h0 + h1) * s0 - h0 * s1) / (h0 + h1)
+        slope = torch.where(slope * s0 <= 0, torch.zeros_like(slope), slope)
+        return torch.where((s0 * s1 < 0) & (slope.abs() > 3 * s0.abs()), 3 * s0, slope)
+
+    first = end(h[0], h[1], secants[:, :1], secants[:, 1:2])
+    last = end(h[-1], h[-2], secants[:, -1:], secants[:, -2:-1])
+    return torch.cat([first, interior, last], dim=-1)
+
+
+def _interpolate(
+    x: torch.Tensor, y: torch.Tensor, slopes: torch.Tensor, points: torch.Tensor, segment: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_{r=low..high} exp(start_log) (r / start_rank)^slope, by the midpoint rule (exact enough past a few ranks)."""
+    """The cubic Hermite curve of knots (`x`, `y`, `slopes`) at `points`, each in its `segment` (broadcast over rows
+    of `y`; `points` and `segment` of shape `(n,)` or `(rows, n)`)."""
+    x0, width = x[segment], (x[1:] - x[:-1])[segment]
+    t = (points - x0) / width
+    t2, t3 = t * t, t * t * t
+    if segment.dim() == 1:
+        y0, y1, d0, d1 = y[:, segment], y[:, segment + 1], slopes[:, segment], slopes[:, segment + 1]
+    else:
+        y0, y1 = y.gather(-1, segment), y.gather(-1, segment + 1)
+        d0, d1 = slopes.gather(-1, segment), slopes.gather(-1, segment + 1)
+    return (
+        (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * width * d0 + (-2 * t3 + 3 * t2) * y1 + (t3 - t2) * width * d1
+    )
 
-    def integral(upper: torch.Tensor) -> torch.Tensor:
-        # ∫_{start_rank}^{upper} (r / start_rank)^slope dr = start_rank · t · exprel((slope + 1) · t), t = log(u / a).
-        t = torch.log(upper / start_rank)
-        x = (slope + 1.0) * t
-        exprel = torch.where(x.abs() < 1e-8, 1.0 + x / 2.0, torch.expm1(x) / torch.where(x == 0, 1.0, x))
-        return start_rank * t * exprel
 
-    total = torch.exp(start_log) * (integral(high + 0.5) - integral(low - 0.5))
-    return torch.where(high >= low, total, torch.zeros_like(total))
+# Gauss–Legendre nodes and weights on [0, 1] for the closed-form-free sums beyond the materialised width.
+_NODES, _WEIGHTS = (torch.from_numpy(array) for array in np.polynomial.legendre.leggauss(8))
+_NODES, _WEIGHTS = (_NODES + 1) / 2, _WEIGHTS / 2
+
+
+def _sum_beyond(
+    x: torch.Tensor, y: torch.Tensor, slopes: torch.Tensor, ranks: torch.Tensor, width: int
+) -> torch.Tensor:
+    """Σ over the ranks width + 1 .. vocabulary of the curve's probabilities, per row: per segment, the integral of
+    p(r) over [low − ½, high + ½] (midpoint rule for the sum), by Gauss–Legendre quadrature in log r."""
+    starts, ends = ranks[:-1], ranks[1:]
+    low = torch.maximum(torch.cat([starts[:1], starts[1:] + 1]), torch.tensor(width + 1.0, device=ranks.device))
+    valid = ends >= low
+    u0, u1 = torch.log(torch.where(valid, low, ends) - 0.5), torch.log(ends + 0.5)
+    nodes, weights = _NODES.to(x.device), _WEIGHTS.to(x.device)
+    u = u0[:, None] + (u1 - u0)[:, None] * nodes  # (segments, nodes)
+    segment = torch.arange(starts.numel(), device=x.device)[:, None].expand_as(u)
+    # The half ranks outside the knots take the nearest knot's value.
+    log_p = _interpolate(x, y, slopes, u.clamp(x[0], x[-1]).reshape(-1), segment.reshape(-1))
+    integrand = (log_p + u.reshape(-1)).exp().reshape(y.shape[0], *u.shape)  # p(r) dr = p(e^u) e^u du
+    per_segment = (integrand * weights).sum(dim=-1) * (u1 - u0)
+    return torch.where(valid, per_segment, torch.zeros_like(per_segment)).sum(dim=-1)
 
 
 def decode_compact(
@@ -132,29 +183,25 @@ def decode_compact(
     # Repeated last knots (a tail shorter than the knots) add empty segments: keep the distinct ones.
     distinct = torch.cat([ranks[:1] < ranks[:1] + 1, ranks[1:] > ranks[:-1]])
     ranks, log_knots = ranks[distinct], log_knots[:, distinct]
+    # The head's last values are knots too (free): the curve leaves the head with the head's own slope.
+    head_ranks = torch.tensor(sorted({max(1, head_size // 2), head_size}), dtype=torch.float64, device=device)
+    head_knots = head[:, head_ranks.long() - 1].double().clamp(min=math.exp(_LOG_FLOOR)).log()
+    ranks, log_knots = torch.cat([head_ranks, ranks]), torch.cat([head_knots, log_knots], dim=-1)
     log_ranks = ranks.log()
     if ranks.numel() == 1:
-        slopes = torch.zeros(log_knots.shape[0], 0, dtype=torch.float64, device=device)
+        # A single distinct knot (the vocabulary's last rank): a flat tail.
+        tail = log_knots[:, :1].exp().float().expand(-1, width - head_size)
+        beyond = torch.zeros_like(tail_mass)
     else:
-        slopes = (log_knots[:, 1:] - log_knots[:, :-1]) / (log_ranks[1:] - log_ranks[:-1])
-
-    # The materialised tail: ranks head_size + 1 .. width, log p interpolated in log rank (float32: it is the big
-    # tensor, tokens × width; its sums are float64).
-    tail_ranks = torch.arange(head_size + 1, width + 1, device=device, dtype=torch.float64)
-    segment = (torch.searchsorted(ranks, tail_ranks, right=True) - 1).clamp(0, max(ranks.numel() - 2, 0))
-    if ranks.numel() == 1:
-        log_tail = log_knots[:, :1].float().expand(-1, tail_ranks.numel())
-    else:
-        offsets = (tail_ranks.log() - log_ranks[segment]).float()
-        log_tail = log_knots[:, segment].float() + slopes[:, segment].float() * offsets
-    tail = log_tail.exp()
-
-    # The rest, width + 1 .. vocab_size, summed per segment in closed form.
-    beyond = torch.zeros_like(tail_mass)
-    if width < vocab_size and ranks.numel() > 1:
-        starts, ends = ranks[:-1], ranks[1:]
-        low = torch.maximum(torch.cat([starts[:1], starts[1:] + 1]), torch.tensor(width + 1.0, device=device))
-        beyond = _power_law_sum(starts, log_knots[:, :-1], slopes, low, ends).sum(dim=-1)
+        slopes = _pchip_slopes(log_ranks, log_knots)
+        # The materialised tail: ranks head_size + 1 .. width (float32: it is the big tensor, tokens × width).
+        tail_ranks = torch.arange(head_size + 1, width + 1, device=device, dtype=torch.float64)
+        segment = (torch.searchsorted(ranks, tail_ranks, right=True) - 1).clamp(0, ranks.numel() - 2)
+        tail = _interpolate(
+            log_ranks.float(), log_knots.float(), slopes.float(), tail_ranks.log().float(), segment
+        ).exp()
+        # The rest, width + 1 .. vocab_size, integrated.
+        beyond = _sum_beyond(log_ranks, log_knots, slopes, ranks, width) if width < vocab_size else 0.0 * tail_mass
     scale = tail_mass / (tail.sum(dim=-1, dtype=torch.float64) + beyond).clamp(min=1e-300)
     # Rescaling may lift the tail's first value above the head's last: clip to keep the order (a negligible mass).
     tail = torch.minimum(tail * scale[:, None].float(), head[:, -1:])
