@@ -6,14 +6,16 @@ too much; but a sorted tail is smooth and monotone, close to piecewise power law
 per answer token:
 
 - the `head_size` largest probabilities, in float16 (2 bytes each);
-- `log p` at `tail_knots` ranks log-spaced over `(head_size, vocab_size]`, in float16 (2 bytes each): the tail is
-  rebuilt by linear interpolation of `log p` against `log rank` between them (a power law per segment);
+- `log p` at `tail_knots` ranks log-spaced over `(head_size, vocab_size]`, in float16 (2 bytes each): the tail is a
+  power law per segment between them (`log p` linear in `log rank`), fitted to the sorted tail by least squares on
+  `log p` weighted by `p`, so that it follows the mass (not the vocabulary's last, extreme values);
 - the exact mass beyond the head, in float32 (4 bytes): the rebuilt tail is rescaled to it, so every token's rebuilt
   distribution sums to 1.
 
 That is `2 · head_size + 2 · tail_knots + 4` bytes per token (100 with the defaults 32 and 16). [`decode_compact`]
-rebuilds the sorted vector up to any width on the tensors' device, the mass beyond that width summed in closed form, so
-that a trainer materialises only what its loss compares (the student's vocabulary at most).
+rebuilds the sorted vector up to any width on the tensors' device, the mass beyond that width integrated
+(Gauss-Legendre per segment), so that a trainer materialises only what its loss compares (the student's vocabulary at
+most).
 """
 
 from __future__ import annotations
@@ -54,6 +56,52 @@ def knot_ranks(vocab_size: int, head_size: int, tail_knots: int) -> torch.Tensor
     return ranks
 
 
+def _segments(ranks: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment of each rank in `points` between the knot `ranks` (distinct, increasing) and its position `t` in
+    [0, 1] along the segment in log rank."""
+    log_ranks = ranks.log()
+    segment = (torch.searchsorted(ranks, points, right=True) - 1).clamp(0, ranks.numel() - 2)
+    t = (points.log() - log_ranks[segment]) / (log_ranks[segment + 1] - log_ranks[segment])
+    return segment, t
+
+
+def _fit_knots(tail: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """
+    Log-probabilities at the knot `ranks` of the piecewise power law closest to the sorted `tail` (ranks `ranks[0]`
+    onwards, one row per token): least squares on log p, weighted by p, so that the fit follows the mass rather than
+    the far end of the vocabulary, whose last order statistics are extreme. Made non-increasing afterwards.
+    """
+    tokens, count = tail.shape
+    knots = ranks.numel()
+    segment, t = _segments(ranks, torch.arange(count, device=tail.device, dtype=torch.float64) + ranks[0])
+    weights = tail + 1e-30
+    log_p = tail.clamp(min=math.exp(_LOG_FLOOR)).log()
+    normal = torch.zeros(tokens, knots * knots, dtype=torch.float64, device=tail.device)
+    for row, column, basis in (
+        (segment, segment, (1 - t) ** 2),
+        (segment, segment + 1, t * (1 - t)),
+        (segment + 1, segment, t * (1 - t)),
+        (segment + 1, segment + 1, t**2),
+    ):
+        normal.index_add_(1, row * knots + column, weights * basis)
+    target = torch.zeros(tokens, knots, dtype=torch.float64, device=tail.device)
+    target.index_add_(1, segment, weights * (1 - t) * log_p)
+    target.index_add_(1, segment + 1, weights * t * log_p)
+    normal = normal.view(tokens, knots, knots)
+    # A knot whose segments hold (almost) no mass is held near its neighbours rather than left undetermined.
+    ridge = 1e-9 * normal.diagonal(dim1=-2, dim2=-1).amax(dim=-1, keepdim=True).clamp(min=1e-300)
+    smooth = torch.zeros(knots, knots, dtype=torch.float64, device=tail.device)
+    index = torch.arange(knots - 1, device=tail.device)
+    smooth[index, index] += 1
+    smooth[index + 1, index + 1] += 1
+    smooth[index, index + 1] -= 1
+    smooth[index + 1, index] -= 1
+    fitted = torch.linalg.solve(
+        normal + ridge[..., None] * (smooth + 1e-3 * torch.eye(knots, dtype=torch.float64)), target
+    )
+    return torch.cummin(fitted.clamp(min=_LOG_FLOOR, max=0.0), dim=-1).values
+
+
 def encode_compact(
     sorted_probs: torch.Tensor, head_size: int, tail_knots: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -76,51 +124,22 @@ def encode_compact(
     head[:, :kept] = sorted_probs[:, :kept].to(torch.float16)
     tail_mass = sorted_probs[:, kept:].double().sum(dim=-1).float()
     ranks = knot_ranks(vocab_size, head_size, tail_knots).to(sorted_probs.device)
-    knot_values = sorted_probs[:, (ranks - 1).clamp(max=vocab_size - 1)].double()
-    knots = knot_values.clamp(min=math.exp(_LOG_FLOOR)).log().to(torch.float16)
+    if vocab_size - kept <= tail_knots:
+        # A tail shorter than the knots: a knot on every rank, exact.
+        log_knots = (
+            sorted_probs[:, (ranks - 1).clamp(max=vocab_size - 1)].double().clamp(min=math.exp(_LOG_FLOOR)).log()
+        )
+    else:
+        log_knots = _fit_knots(sorted_probs[:, kept:].double(), ranks.double())
+    knots = log_knots.to(torch.float16)
     return head, knots, tail_mass
 
 
-def _pchip_slopes(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Fritsch–Carlson derivatives at the knots `x` (increasing, shared) of the rows `y`: the cubic Hermite curve
-    through them is monotone wherever the knots are."""
-    h = x[1:] - x[:-1]
-    secants = (y[:, 1:] - y[:, :-1]) / h
-    if x.numel() == 2:
-        return torch.cat([secants, secants], dim=-1)
-    left, right = secants[:, :-1], secants[:, 1:]
-    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
-    same_sign = left * right > 0
-    safe_left = torch.where(same_sign, left, torch.ones_like(left))
-    safe_right = torch.where(same_sign, right, torch.ones_like(right))
-    interior = torch.where(same_sign, (w1 + w2) / (w1 / safe_left + w2 / safe_right), torch.zeros_like(left))
-
-    def end(h0: torch.Tensor, h1: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        slope = ((2 * h0 + h1) * s0 - h0 * s1) / (h0 + h1)
-        slope = torch.where(slope * s0 <= 0, torch.zeros_like(slope), slope)
-        return torch.where((s0 * s1 < 0) & (slope.abs() > 3 * s0.abs()), 3 * s0, slope)
-
-    first = end(h[0], h[1], secants[:, :1], secants[:, 1:2])
-    last = end(h[-1], h[-2], secants[:, -1:], secants[:, -2:-1])
-    return torch.cat([first, interior, last], dim=-1)
-
-
-def _interpolate(
-    x: torch.Tensor, y: torch.Tensor, slopes: torch.Tensor, points: torch.Tensor, segment: torch.Tensor
-) -> torch.Tensor:
-    """The cubic Hermite curve of knots (`x`, `y`, `slopes`) at `points`, each in its `segment` (broadcast over rows
-    of `y`; `points` and `segment` of shape `(n,)` or `(rows, n)`)."""
-    x0, width = x[segment], (x[1:] - x[:-1])[segment]
-    t = (points - x0) / width
-    t2, t3 = t * t, t * t * t
-    if segment.dim() == 1:
-        y0, y1, d0, d1 = y[:, segment], y[:, segment + 1], slopes[:, segment], slopes[:, segment + 1]
-    else:
-        y0, y1 = y.gather(-1, segment), y.gather(-1, segment + 1)
-        d0, d1 = slopes.gather(-1, segment), slopes.gather(-1, segment + 1)
-    return (
-        (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * width * d0 + (-2 * t3 + 3 * t2) * y1 + (t3 - t2) * width * d1
-    )
+def _interpolate(log_ranks: torch.Tensor, log_knots: torch.Tensor, points: torch.Tensor, segment: torch.Tensor):
+    """log p at the log ranks `points` (each in its `segment`), linear in log rank between the knots: a power law per
+    segment."""
+    t = (points - log_ranks[segment]) / (log_ranks[segment + 1] - log_ranks[segment])
+    return log_knots[:, segment] + t * (log_knots[:, segment + 1] - log_knots[:, segment])
 
 
 # Gauss–Legendre nodes and weights on [0, 1] for the closed-form-free sums beyond the materialised width.
@@ -128,9 +147,7 @@ _NODES, _WEIGHTS = (torch.from_numpy(array) for array in np.polynomial.legendre.
 _NODES, _WEIGHTS = (_NODES + 1) / 2, _WEIGHTS / 2
 
 
-def _sum_beyond(
-    x: torch.Tensor, y: torch.Tensor, slopes: torch.Tensor, ranks: torch.Tensor, width: int
-) -> torch.Tensor:
+def _sum_beyond(x: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, width: int) -> torch.Tensor:
     """Σ over the ranks width + 1 .. vocabulary of the curve's probabilities, per row: per segment, the integral of
     p(r) over [low − ½, high + ½] (midpoint rule for the sum), by Gauss–Legendre quadrature in log r."""
     starts, ends = ranks[:-1], ranks[1:]
@@ -141,7 +158,7 @@ def _sum_beyond(
     u = u0[:, None] + (u1 - u0)[:, None] * nodes  # (segments, nodes)
     segment = torch.arange(starts.numel(), device=x.device)[:, None].expand_as(u)
     # The half ranks outside the knots take the nearest knot's value.
-    log_p = _interpolate(x, y, slopes, u.clamp(x[0], x[-1]).reshape(-1), segment.reshape(-1))
+    log_p = _interpolate(x, y, u.clamp(x[0], x[-1]).reshape(-1), segment.reshape(-1))
     integrand = (log_p + u.reshape(-1)).exp().reshape(y.shape[0], *u.shape)  # p(r) dr = p(e^u) e^u du
     per_segment = (integrand * weights).sum(dim=-1) * (u1 - u0)
     return torch.where(valid, per_segment, torch.zeros_like(per_segment)).sum(dim=-1)
@@ -183,25 +200,18 @@ def decode_compact(
     # Repeated last knots (a tail shorter than the knots) add empty segments: keep the distinct ones.
     distinct = torch.cat([ranks[:1] < ranks[:1] + 1, ranks[1:] > ranks[:-1]])
     ranks, log_knots = ranks[distinct], log_knots[:, distinct]
-    # The head's last values are knots too (free): the curve leaves the head with the head's own slope.
-    head_ranks = torch.tensor(sorted({max(1, head_size // 2), head_size}), dtype=torch.float64, device=device)
-    head_knots = head[:, head_ranks.long() - 1].double().clamp(min=math.exp(_LOG_FLOOR)).log()
-    ranks, log_knots = torch.cat([head_ranks, ranks]), torch.cat([head_knots, log_knots], dim=-1)
     log_ranks = ranks.log()
     if ranks.numel() == 1:
         # A single distinct knot (the vocabulary's last rank): a flat tail.
         tail = log_knots[:, :1].exp().float().expand(-1, width - head_size)
         beyond = torch.zeros_like(tail_mass)
     else:
-        slopes = _pchip_slopes(log_ranks, log_knots)
         # The materialised tail: ranks head_size + 1 .. width (float32: it is the big tensor, tokens × width).
         tail_ranks = torch.arange(head_size + 1, width + 1, device=device, dtype=torch.float64)
-        segment = (torch.searchsorted(ranks, tail_ranks, right=True) - 1).clamp(0, ranks.numel() - 2)
-        tail = _interpolate(
-            log_ranks.float(), log_knots.float(), slopes.float(), tail_ranks.log().float(), segment
-        ).exp()
+        segment, _ = _segments(ranks, tail_ranks)
+        tail = _interpolate(log_ranks.float(), log_knots.float(), tail_ranks.log().float(), segment).exp()
         # The rest, width + 1 .. vocab_size, integrated.
-        beyond = _sum_beyond(log_ranks, log_knots, slopes, ranks, width) if width < vocab_size else 0.0 * tail_mass
+        beyond = _sum_beyond(log_ranks, log_knots, ranks, width) if width < vocab_size else 0.0 * tail_mass
     scale = tail_mass / (tail.sum(dim=-1, dtype=torch.float64) + beyond).clamp(min=1e-300)
     # Rescaling may lift the tail's first value above the head's last: clip to keep the order (a negligible mass).
     tail = torch.minimum(tail * scale[:, None].float(), head[:, -1:])
