@@ -61,8 +61,7 @@ def tokenizer_fingerprint(processing_class: PreTrainedTokenizerBase | ProcessorM
     """
     tokenizer = _tokenizer_of(processing_class)
     digest = hashlib.blake2b(digest_size=8)
-    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
-    digest.update(json.dumps(vocabulary, ensure_ascii=False).encode())
+    digest.update(json.dumps(tokenizer.get_vocab(), ensure_ascii=False, sort_keys=True).encode())
     described = [
         tokenizer.bos_token_id,
         tokenizer.eos_token_id,
