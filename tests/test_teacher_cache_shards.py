@@ -1,11 +1,8 @@
-"""Teacher caches written as Parquet shards: many processes give the one-process cache, interrupted builds resume.
-
-The same file is the script of the 2-process test: run as `__main__` it runs `eurobert-hf cache-teacher` with the given
-arguments (under `accelerate launch`, so that each process builds its shards).
-"""
+"""Teacher caches written as Parquet shards: many processes give the one-process cache, interrupted builds resume."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -143,28 +140,19 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_accelerate_launch_with_two_processes(teacher, tmp_path):
+    # The README's launch line: `accelerate launch --num_processes N -m eurobert_hf cache-teacher ...`; `--multi_gpu`
+    # starts the processes with the torchrun launcher, and without GPUs they run on CPU (gloo).
     folder = _save_models(teacher, tmp_path)
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    script = os.path.abspath(__file__)
-    # `--multi_gpu` starts the processes with the torchrun launcher; on a machine without GPUs they run on CPU (gloo).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
-    launch += ["--main_process_port", str(_free_port()), script]
-    for command in ([sys.executable, script], launch):
-        output_dir = tmp_path / ("two" if command is launch else "single")
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port()), "-m", "eurobert_hf"]
+    for command, name in (([sys.executable, "-m", "eurobert_hf"], "single"), (launch, "two")):
         result = subprocess.run(
-            [*command, *_command_args(folder, output_dir)[1:]],
+            [*command, *_command_args(folder, tmp_path / name)],
             env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "processes" in result.stdout and " 2" in result.stdout
+    assert re.search(r"\| processes +\| +2 \|", result.stdout), result.stdout
     single, two = load_teacher_cache(tmp_path / "single"), load_teacher_cache(tmp_path / "two")
-    assert len(single) == ROWS and _rows(two) == _rows(single)
-    assert isinstance(single, Dataset)
-
-
-if __name__ == "__main__":
-    sys.path[0] = REPO_ROOT
-    from eurobert_hf.cli import main
-
-    sys.exit(main(["cache-teacher", *sys.argv[1:]]))
+    assert isinstance(single, Dataset) and len(single) == ROWS and _rows(two) == _rows(single)

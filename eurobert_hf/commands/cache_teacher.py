@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
 from transformers import AutoModelForCausalLM
 
 from ..trainers.cache_format import compact_bytes_per_token
-from ..trainers.cache_shards import build_teacher_cache, load_teacher_cache
+from ..trainers.cache_shards import build_teacher_cache, load_teacher_cache, process_state
 from ..trainers.teacher_cache import CACHE_FORMATS
 from .common import (
     CommandError,
@@ -88,7 +87,7 @@ def run(argv: Sequence[str]) -> int:
             "cache-teacher caches one split: pass it as the training data (`--train_file` or `--train_split`) and "
             "run once per split, each into its own `--output_dir`."
         )
-    state = PartialState()
+    state = process_state()
     remote = args.trust_remote_code
     load_model_config(args.teacher_model_name_or_path, "teacher model", remote)
     tokenizer = load_tokenizer(args.model_name_or_path, "student", remote)

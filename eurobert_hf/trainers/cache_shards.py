@@ -27,10 +27,18 @@ from .cache_integrity import tokenizer_fingerprint
 from .teacher_cache import cache_teacher_probs
 from .uld_data import prepare_uld_dataset
 
-__all__ = ["MANIFEST_FILE", "build_teacher_cache", "load_teacher_cache", "shard_files"]
+__all__ = ["MANIFEST_FILE", "build_teacher_cache", "load_teacher_cache", "process_state", "shard_files"]
 
 MANIFEST_FILE = "teacher_cache.json"
 _MANIFEST_VERSION = 1
+
+
+def process_state() -> PartialState:
+    """accelerate's view of this process (rank, number of processes, device). On a machine without accelerators,
+    processes started by `accelerate launch` / `torchrun` form a CPU group (gloo), one process per launch slot."""
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return PartialState(cpu=not has_accelerator)
 
 
 def shard_files(output_dir: str | os.PathLike, num_shards: int) -> list[Path]:
@@ -90,7 +98,7 @@ def build_teacher_cache(
         teacher_name_or_path (`str`, *optional*), teacher_revision (`str`, *optional*):
             Recorded in the cache (the name defaults to `teacher_model.name_or_path`).
         process_index (`int`, *optional*), num_processes (`int`, *optional*):
-            This process's rank and the number of processes; default to accelerate's `PartialState`.
+            This process's rank and the number of processes; default to accelerate's (see [`process_state`]).
 
     Returns:
         `Path`: `output_dir`. Every process returns once all shards are written (a barrier when launched by
@@ -98,7 +106,7 @@ def build_teacher_cache(
     """
     if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be an integer >= 1, got {rows_per_shard!r}.")
-    state = PartialState() if process_index is None or num_processes is None else None
+    state = process_state() if process_index is None or num_processes is None else None
     if state is not None:
         process_index, num_processes = state.process_index, state.num_processes
     if not 0 <= process_index < num_processes:
