@@ -112,6 +112,18 @@ def test_the_command_writes_a_cache(teacher, tmp_path, capsys):
     assert main([*_command_args(folder, tmp_path / "bad"), "--format", "zip"]) == 1
 
 
+def test_the_command_is_listed_with_its_flags(capsys):
+    from eurobert_hf.cli import main
+
+    assert main(["--help"]) == 0 and "cache-teacher" in capsys.readouterr().out
+    assert main(["cache-teacher", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--teacher_model_name_or_path", "--format", "--head_size", "--rows_per_shard", "--max_length"):
+        assert flag in out, flag
+    assert main(["cache-teacher", "--output_dir", "x"]) == 1  # no models
+    assert "--model_name_or_path" in capsys.readouterr().err
+
+
 def _save_models(teacher, tmp_path) -> str:
     folder = str(tmp_path / "models" / "teacher")
     teacher.save_pretrained(folder)
