@@ -334,9 +334,10 @@ def check_teacher_cache(
 def _cached_arrays(example: dict[str, Any], format: str) -> tuple[list[np.ndarray], np.ndarray]:
     """The value arrays of one cached row (format's columns, in order) and each token's total probability mass."""
     arrays = [
-        np.asarray(example[column], dtype=np.float16 if column != "teacher_remaining_mass" else np.float32)
-        if format == "compact"
-        else np.asarray(example[column], dtype=np.float32)
+        np.asarray(
+            example[column],
+            dtype=np.float16 if format == "compact" and column != "teacher_remaining_mass" else np.float32,
+        )
         for column in _VALUE_COLUMNS[format]
     ]
     head, remaining = arrays[0], arrays[-1]
