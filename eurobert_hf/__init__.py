@@ -29,6 +29,8 @@ _LAZY_ATTRIBUTES = {
     "SortedTeacherProbs": "eurobert_hf.trainers.uld_loss",
     "sort_teacher_probs": "eurobert_hf.trainers.uld_loss",
     "cache_teacher_probs": "eurobert_hf.trainers.teacher_cache",
+    "build_teacher_cache": "eurobert_hf.trainers.cache_shards",
+    "load_teacher_cache": "eurobert_hf.trainers.cache_shards",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
 }

@@ -1,9 +1,10 @@
-"""The `eurobert-hf` command line: `eurobert-hf {demo,distill,finetune,pretrain} [flags]`.
+"""The `eurobert-hf` command line: `eurobert-hf {cache-teacher,demo,distill,finetune,pretrain} [flags]`.
 
 Each subcommand parses its flags with `TrlParser` over the library's config dataclasses (so every `ULDConfig` or
-`TrainingArguments` field is a flag and `--config file.yaml` works) and lives in `eurobert_hf.commands.<name>`. Errors in
-the user's input are printed without a traceback (set `EUROBERT_HF_TRACEBACK=1` to see it) and give exit status 1;
-Ctrl-C during training gives 130 with the command that resumes from the last complete checkpoint.
+`TrainingArguments` field is a flag and `--config file.yaml` works) and lives in `eurobert_hf.commands.<name>` (dashes
+become underscores). Errors in the user's input are printed without a traceback (set `EUROBERT_HF_TRACEBACK=1` to see
+it) and give exit status 1; Ctrl-C during training gives 130 with the command that resumes from the last complete
+checkpoint.
 """
 
 import argparse
@@ -16,6 +17,7 @@ from . import __version__
 from .commands import CommandError, Interrupted, scoped_hub_token
 
 COMMANDS = {
+    "cache-teacher": "Run a ULD teacher once over a dataset and write its sorted probabilities (Parquet shards).",
     "demo": "The main job, offline: distil Gemma-3-270M into SmolLM2-135M-Instruct (CE vs CE + ULD) and report.",
     "distill": "Universal Logit Distillation of a causal LM from a teacher with another tokenizer.",
     "finetune": "Fine-tune EuroBERT for classification, token classification, question answering or multiple choice.",
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().print_help()
             return EXIT_USER_ERROR if not argv else 0
         with scoped_hub_token():
-            return importlib.import_module(f"eurobert_hf.commands.{command}").run(argv[1:])
+            return importlib.import_module(f"eurobert_hf.commands.{command.replace('-', '_')}").run(argv[1:])
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     except Interrupted as interruption:

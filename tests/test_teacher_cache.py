@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from datasets import Dataset
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from eurobert_hf.trainers.cache_integrity import parse_settings
 from eurobert_hf.trainers.teacher_cache import (
     TeacherCacheCollator,
+    TeacherCacheRequirements,
     cache_teacher_probs,
     check_teacher_cache,
     collate_teacher_cache,
@@ -15,68 +15,28 @@ from eurobert_hf.trainers.teacher_cache import (
 )
 from eurobert_hf.trainers.uld_alignment import offsets_uld_loss, pad_alignment_groups
 from eurobert_hf.trainers.uld_loss import uld_loss
-
-TEACHER_VOCAB = 37
-STUDENT_VOCAB = 23
-
-
-def _teacher():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=TEACHER_VOCAB,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        # Spread the logits so that top-k cuts drop real mass.
-        model.lm_head.weight.mul_(8.0)
-    return model
-
-
-def _dataset():
-    generator = torch.Generator().manual_seed(1)
-    rows = {"input_ids": [], "labels": [], "teacher_input_ids": [], "teacher_labels": []}
-    for prompt, answer_student, answer_teacher in ((3, 4, 5), (2, 6, 3), (5, 2, 2), (1, 3, 7), (4, 5, 4)):
-        for prefix, vocab, answer in (
-            ("", STUDENT_VOCAB, answer_student),
-            ("teacher_", TEACHER_VOCAB, answer_teacher),
-        ):
-            ids = torch.randint(1, vocab, (prompt + answer,), generator=generator).tolist()
-            rows[f"{prefix}input_ids"].append(ids)
-            rows[f"{prefix}labels"].append([-100] * prompt + ids[prompt:])
-    return Dataset.from_dict(rows)
-
-
-def _pad(rows, value):
-    length = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (length - len(r)) for r in rows])
+from tests.teacher_cache_fixtures import STUDENT_VOCAB, TEACHER_VOCAB, cache_dataset, pad, tiny_llama
 
 
 def _live_teacher_logits(model, rows):
-    input_ids = _pad(rows["teacher_input_ids"], 0)
-    mask = _pad([[1] * len(r) for r in rows["teacher_input_ids"]], 0)
+    input_ids = pad(rows["teacher_input_ids"], 0)
+    mask = pad([[1] * len(r) for r in rows["teacher_input_ids"]], 0)
     with torch.no_grad():
         return model(input_ids=input_ids, attention_mask=mask).logits
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return _teacher()
+    return tiny_llama(TEACHER_VOCAB)
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return _dataset()
+    return cache_dataset()
 
 
 def _student_batch(rows, seed=2):
-    labels = _pad(rows["labels"], -100)
+    labels = pad(rows["labels"], -100)
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(labels.shape[0], labels.shape[1], STUDENT_VOCAB, generator=generator) * 3
     return logits, labels
@@ -92,11 +52,14 @@ def test_cache_columns(teacher, dataset):
         for values, remaining in zip(row["teacher_topk_probs"], row["teacher_remaining_mass"]):
             assert len(values) == 5 and values == sorted(values, reverse=True)
             assert sum(values) + remaining == pytest.approx(1.0, abs=1e-5) and remaining > 1e-4
-        assert (row["teacher_cache_top_k"], row["teacher_cache_temperature"], row["teacher_cache_vocab_size"]) == (
+        settings = parse_settings(row["teacher_cache_settings"])
+        assert (settings["format"], settings["top_k"], settings["temperature"], settings["vocab_size"]) == (
+            "exact",
             5,
             1.0,
             TEACHER_VOCAB,
         )
+        assert row["teacher_cache_num_tokens"] == answer_tokens
     # The teacher's first answer token is predicted at the last prompt position: check one value by hand.
     logits = _live_teacher_logits(teacher, dataset[:1])[0]
     first = dataset[0]["teacher_labels"].index(next(x for x in dataset[0]["teacher_labels"] if x != -100))
@@ -107,10 +70,10 @@ def test_cache_columns(teacher, dataset):
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_complete_cache_gives_the_live_teacher_loss(teacher, dataset, temperature):
     cached = cache_teacher_probs(teacher, dataset, top_k=64, teacher_temperature=temperature, batch_size=3)
-    assert cached[0]["teacher_cache_top_k"] == TEACHER_VOCAB  # k >= vocabulary: complete
+    assert parse_settings(cached[0]["teacher_cache_settings"])["top_k"] == TEACHER_VOCAB  # k >= vocabulary: complete
     rows = dataset[:]
     teacher_logits = _live_teacher_logits(teacher, rows)
-    teacher_labels = _pad(rows["teacher_labels"], -100)
+    teacher_labels = pad(rows["teacher_labels"], -100)
     student_logits, labels = _student_batch(rows)
     batch = collate_teacher_cache(list(cached))
     for top_k in (None, 4):
@@ -141,7 +104,7 @@ def test_cache_with_offsets_alignment(teacher, dataset):
         student_logits,
         _live_teacher_logits(teacher, rows),
         labels,
-        _pad(rows["teacher_labels"], -100),
+        pad(rows["teacher_labels"], -100),
         *args,
         top_k=6,
     )
@@ -155,7 +118,7 @@ def test_collator_wraps_the_uld_collator(teacher, dataset):
     cached = cache_teacher_probs(teacher, dataset, top_k=3)
 
     def base(examples):
-        return {"labels": _pad([e["labels"] for e in examples], -100)}
+        return {"labels": pad([e["labels"] for e in examples], -100)}
 
     batch = TeacherCacheCollator(base)(list(cached)[:2])
     assert batch["teacher_topk_probs"].shape == (2, max(len(r) for r in cached[:2]["teacher_topk_probs"]), 3)
@@ -165,19 +128,19 @@ def test_collator_wraps_the_uld_collator(teacher, dataset):
 
 def test_settings_mismatch_raises(teacher, dataset):
     truncated = cache_teacher_probs(teacher, dataset, top_k=4, teacher_temperature=2.0)
-    check_teacher_cache(truncated, top_k=4, teacher_temperature=2.0)
-    check_teacher_cache(truncated, top_k=2, teacher_temperature=2.0)
+    check_teacher_cache(truncated, TeacherCacheRequirements(top_k=4, teacher_temperature=2.0))
+    check_teacher_cache(truncated, TeacherCacheRequirements(top_k=2, teacher_temperature=2.0))
     with pytest.raises(ValueError, match="teacher_temperature"):
-        check_teacher_cache(truncated, top_k=4, teacher_temperature=1.0)
+        check_teacher_cache(truncated, TeacherCacheRequirements(top_k=4, teacher_temperature=1.0))
     with pytest.raises(ValueError, match="top 4 of 37"):
-        check_teacher_cache(truncated, top_k=8, teacher_temperature=2.0)
+        check_teacher_cache(truncated, TeacherCacheRequirements(top_k=8, teacher_temperature=2.0))
     with pytest.raises(ValueError, match="whole vocabulary"):
-        check_teacher_cache(truncated, top_k=None, teacher_temperature=2.0)
+        check_teacher_cache(truncated, TeacherCacheRequirements(top_k=None, teacher_temperature=2.0))
     complete = cache_teacher_probs(teacher, dataset, top_k=None)
-    check_teacher_cache(complete, top_k=None, teacher_temperature=1.0)
-    check_teacher_cache(complete, top_k=1000, teacher_temperature=1.0)
-    with pytest.raises(ValueError, match="no teacher cache"):
-        check_teacher_cache(dataset, top_k=None, teacher_temperature=1.0)
+    check_teacher_cache(complete, TeacherCacheRequirements(top_k=None))
+    check_teacher_cache(complete, TeacherCacheRequirements(top_k=1000))
+    with pytest.raises(ValueError, match="no complete teacher cache"):
+        check_teacher_cache(dataset, TeacherCacheRequirements())
 
 
 def test_bad_inputs(teacher, dataset):
@@ -191,6 +154,10 @@ def test_bad_inputs(teacher, dataset):
         cache_teacher_probs(teacher, dataset, top_k=3, batch_size=0)
     with pytest.raises(ValueError, match="map-style"):
         cache_teacher_probs(teacher, dataset.to_iterable_dataset(), top_k=3)
+    with pytest.raises(ValueError, match="format"):
+        cache_teacher_probs(teacher, dataset, format="zip")
+    with pytest.raises(ValueError, match="tail_knots"):
+        cache_teacher_probs(teacher, dataset, format="compact", tail_knots=1)
     teacher.train()
     cache_teacher_probs(teacher, dataset.select([0]), top_k=3)
     assert teacher.training

@@ -302,6 +302,9 @@ def _cached(
         teacher_temperature=training_args.uld_teacher_temperature,
         batch_size=batch_size,
         pad_token_id=tokenizers[1].pad_token_id,
+        processing_class=tokenizers[0],
+        teacher_processing_class=tokenizers[1],
+        max_length=training_args.max_length,
     )
 
 

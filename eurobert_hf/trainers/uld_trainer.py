@@ -22,7 +22,13 @@ from trl import SFTTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..hub.cards import ULD_CITATION, render_uld_model_card, training_hyperparameters
-from .teacher_cache import CACHE_COLUMNS, TeacherCacheCollator, check_teacher_cache, teacher_probs_from_batch
+from .teacher_cache import (
+    CACHE_COLUMNS,
+    TeacherCacheCollator,
+    TeacherCacheRequirements,
+    check_teacher_cache,
+    teacher_probs_from_batch,
+)
 from .uld_alignment import ALIGNMENT_COLUMNS, count_aligned_groups, offsets_uld_loss
 from .uld_config import ULDConfig
 from .uld_data import IGNORE_INDEX, PREPARED_COLUMNS, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset
@@ -175,7 +181,8 @@ class ULDTrainer(SFTTrainer):
                 pad_to_multiple_of=args.pad_to_multiple_of,
             )
             if teacher_model is None:
-                data_collator = TeacherCacheCollator(data_collator)
+                requirements = TeacherCacheRequirements.for_training(args, tokenizer, teacher_processing_class)
+                data_collator = TeacherCacheCollator(data_collator, requirements)
 
         super().__init__(
             model=model,
@@ -228,12 +235,10 @@ class ULDTrainer(SFTTrainer):
 
     def _prepare_uld_dataset(self, dataset: Dataset | IterableDataset, name: str) -> Dataset | IterableDataset:
         if self.teacher_model is None:
-            check_teacher_cache(
-                dataset,
-                top_k=self.args.uld_top_k,
-                teacher_temperature=self.args.uld_teacher_temperature,
-                dataset_name=name,
+            requirements = TeacherCacheRequirements.for_training(
+                self.args, self.processing_class, self.teacher_processing_class
             )
+            check_teacher_cache(dataset, requirements, dataset_name=name)
         with self.args.main_process_first(desc=f"ULD tokenization of the {name} dataset"):
             return prepare_uld_dataset(
                 dataset,
@@ -252,9 +257,8 @@ class ULDTrainer(SFTTrainer):
             self._signature_columns = [
                 *PREPARED_COLUMNS,
                 *ALIGNMENT_COLUMNS,
+                # The cache collator reads the cached values and checks each row's settings, counts and hashes.
                 *CACHE_COLUMNS,
-                # The cache collator checks that the rows of a batch keep the same number of probabilities.
-                "teacher_cache_top_k",
             ]
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -300,7 +304,9 @@ class ULDTrainer(SFTTrainer):
     def _uld_sum(self, student_logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The ULD term summed over the aligned tokens (or groups) of the batch."""
         if self.teacher_model is None:
-            teacher, teacher_labels = teacher_probs_from_batch(inputs), None
+            # The loss compares at most the student's vocabulary (or uld_top_k) of the sorted values.
+            width = self.args.uld_top_k or student_logits.shape[-1]
+            teacher, teacher_labels = teacher_probs_from_batch(inputs, width=width), None
         else:
             with torch.no_grad():
                 teacher = self.teacher_model(
