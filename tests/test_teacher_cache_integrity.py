@@ -13,7 +13,7 @@ from eurobert_hf.trainers.teacher_cache import (
     collate_teacher_cache,
 )
 from tests.teacher_cache_fixtures import TEACHER_VOCAB, cache_dataset, tiny_llama
-from tests.tokenizers import gpt2_tokenizer, mistral_tokenizer
+from tests.tokenizer_assets import gpt2_tokenizer, mistral_tokenizer
 
 MAX_LENGTH = 64
 

@@ -457,7 +457,7 @@ def test_models_and_tokenizers_load_from_paths(tmp_path):
 
 
 def test_bad_trainer_inputs_are_reported(tmp_path):
-    with pytest.raises(ValueError, match="no teacher cache"):
+    with pytest.raises(ValueError, match="no complete teacher cache"):
         ULDTrainer(
             tiny_student(),
             args=make_config(tmp_path),
