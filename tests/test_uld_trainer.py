@@ -199,8 +199,8 @@ def test_only_empty_completions_is_an_error():
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ({"text": ["hello"]}, "needs either `prompt` and `completion`"),
-        ({"prompt": ["hello"]}, "needs either `prompt` and `completion`"),
+        ({"content": ["hello"]}, "needs `prompt` and `completion` columns"),
+        ({"prompt": ["hello"]}, "no `completion` column"),
         ({"input_ids": [[1, 2]], "labels": [[-100, 2]]}, "teacher_input_ids"),
     ],
 )
@@ -467,41 +467,27 @@ def test_bad_trainer_inputs_are_reported(tmp_path):
     with pytest.raises(ValueError, match="pass `processing_class`"):
         ULDTrainer(
             tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
+            make_config(tmp_path),
             train_dataset=prompt_completion_dataset(),
+            teacher_model=tiny_teacher(),
             teacher_processing_class=teacher_tokenizer(),
         )
     with pytest.raises(ValueError, match="pass `teacher_processing_class`"):
         ULDTrainer(
             tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
+            make_config(tmp_path),
             train_dataset=prompt_completion_dataset(),
             processing_class=student_tokenizer(),
+            teacher_model=tiny_teacher(),
         )
-    with pytest.raises(TypeError, match="ULDConfig"):
-        from trl import SFTConfig
-
-        ULDTrainer(
-            tiny_student(),
-            tiny_teacher(),
-            args=SFTConfig(str(tmp_path), bf16=False, use_cpu=True),
-            train_dataset=Dataset.from_dict({}),
-        )
-    with pytest.raises(ValueError, match="formatting_func"):
-        ULDTrainer(
-            tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
-            train_dataset=prompt_completion_dataset(),
-            formatting_func=lambda example: example["prompt"],
-        )
+    # The second positional argument is `args`, as in SFTTrainer: a teacher there is named as the mistake.
+    with pytest.raises(TypeError, match="teacher_model="):
+        ULDTrainer(tiny_student(), tiny_teacher(), train_dataset=prompt_completion_dataset())
     # A teacher tokenizer that does not belong to the teacher (more tokens than its vocabulary).
     with pytest.raises(ValueError, match="do not belong together"):
         make_trainer(tmp_path, teacher=tiny_student(seed=3))
-    with pytest.raises(ValueError, match="needs either"):
-        make_trainer(tmp_path, train_dataset=Dataset.from_dict({"text": ["a", "b"]}))
+    with pytest.raises(ValueError, match="needs `prompt` and `completion` columns"):
+        make_trainer(tmp_path, train_dataset=Dataset.from_dict({"content": ["a", "b"]}))
 
 
 # ---------------------------------------------------------------------------------------------------------- example

@@ -1,8 +1,9 @@
 """Configuration of the [`ULDTrainer`] (Universal Logit Distillation, Boizard et al. 2024, arXiv 2402.12030)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import SFTConfig
 
 ULD_ALIGNMENTS = ("positional", "offsets")
@@ -39,7 +40,8 @@ class ULDConfig(SFTConfig):
             trainer gets no `teacher_model`.
         teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`] when the teacher is loaded
-            from a name or path. `dtype` defaults to `float32`.
+            from a name or path. Defaults to `model_init_kwargs` without its `revision`; `dtype` defaults to
+            `float32`.
         teacher_tokenizer_name_or_path (`str`, *optional*):
             Name or path of the teacher's tokenizer, used when the trainer gets no `teacher_processing_class`. Defaults
             to the teacher's own name or path.
@@ -101,7 +103,7 @@ class ULDConfig(SFTConfig):
         default=None,
         metadata={
             "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a "
-            "name or path. `dtype` defaults to `float32`."
+            "name or path. Defaults to `model_init_kwargs` without its `revision`; `dtype` defaults to `float32`."
         },
     )
     teacher_tokenizer_name_or_path: str | None = field(
@@ -157,6 +159,20 @@ class ULDConfig(SFTConfig):
             "form (faster on large vocabularies). `None` sorts the full vocabularies, as the paper."
         },
     )
+
+    @classmethod
+    def from_training_arguments(cls, args: TrainingArguments, **overrides: Any) -> "ULDConfig":
+        """
+        Builds a `ULDConfig` holding every field of `args` (a [`~transformers.TrainingArguments`], an
+        [`~trl.SFTConfig`] or any subclass), the ULD fields at their defaults unless given in `overrides`. This is how
+        [`ULDTrainer`] accepts the same `args` as [`~trl.SFTTrainer`].
+        """
+        # Only the fields that `ULDConfig` declares: a subclass of `TrainingArguments` may add its own.
+        own_fields = {item.name for item in fields(cls) if item.init}
+        values = {
+            item.name: getattr(args, item.name) for item in fields(args) if item.init and item.name in own_fields
+        }
+        return cls(**{**values, **overrides})
 
     def __post_init__(self):
         super().__post_init__()

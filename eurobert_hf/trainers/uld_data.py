@@ -2,6 +2,12 @@
 
 Accepted datasets (TRL's formats):
 
+- language modeling: a `text` column (or the column named by `dataset_text_field`), or any dataset with a
+  `formatting_func` that maps a sample to its text. Both models read the same text in their own tokenization, and
+  every text token is a completion token (CE and ULD on all of them, as SFT trains every token). When only one
+  tokenizer starts the text with a BOS token, only that side could predict the first text token; it is left out of
+  that side's labels too, so that both sides start at the same token (`uld_alignment="offsets"` pairs the tokens by
+  their characters anyway);
 - prompt–completion: `prompt` and `completion` columns, both plain strings or both lists of chat messages;
 - `messages` (or ShareGPT-style `conversations`): the **last assistant turn is the completion**, everything before it
   (system and user turns, and earlier assistant turns) is the prompt. Earlier assistant turns are therefore context
@@ -21,6 +27,7 @@ completion token on either side, are dropped with a warning; a dataset left empt
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -133,16 +140,56 @@ def _column_names(dataset: Dataset | IterableDataset) -> list[str]:
     return list(next(iter(dataset)).keys())
 
 
-def _prompt_and_completion(example: dict[str, Any]) -> tuple[Any, Any]:
-    if "prompt" in example:
-        return example["prompt"], example["completion"]
-    return split_messages(example["messages"])
+class _SampleParts:
+    """Reads the prompt and the completion of a sample of any accepted format (text samples have an empty prompt)."""
+
+    def __init__(self, dataset_text_field: str = "text", formatting_func: Callable[[dict], str] | None = None):
+        self.dataset_text_field = dataset_text_field
+        self.formatting_func = formatting_func
+
+    def is_text(self, example: dict[str, Any]) -> bool:
+        return self.formatting_func is not None or not ("prompt" in example or "messages" in example)
+
+    def __call__(self, example: dict[str, Any]) -> tuple[Any, Any]:
+        if self.formatting_func is not None:
+            text = self.formatting_func(example)
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"`formatting_func` must return the text of one sample (a `str`), got {type(text).__name__}."
+                )
+            return "", text
+        example = maybe_convert_to_chatml(dict(example))
+        if "prompt" in example:
+            return example["prompt"], example["completion"]
+        if "messages" in example:
+            return split_messages(example["messages"])
+        text = example[self.dataset_text_field]
+        if not isinstance(text, str):
+            raise ValueError(
+                f"The `{self.dataset_text_field}` column must hold plain text; a conversation goes in a `messages` "
+                "column."
+            )
+        return "", text
+
+    def completion_is_empty(self, example: dict[str, Any]) -> bool:
+        _, completion = self(example)
+        text = completion if isinstance(completion, str) else _message_text(completion)
+        return not text.strip()
 
 
-def _completion_is_empty(example: dict[str, Any]) -> bool:
-    _, completion = _prompt_and_completion(maybe_convert_to_chatml(dict(example)))
-    text = completion if isinstance(completion, str) else _message_text(completion)
-    return not text.strip()
+def _start_text_on_the_same_token(student: dict[str, Any], teacher: dict[str, Any]) -> None:
+    """A side whose text starts after a BOS token predicts its first text token; a side without one cannot. Leaves
+    that token out of the labels of the side with a BOS when the other side has none, so that both start together."""
+    student_start, teacher_start = (_prompt_length(side["labels"]) for side in (student, teacher))
+    if (student_start == 0) == (teacher_start == 0):
+        return
+    side, start = (student, student_start) if student_start else (teacher, teacher_start)
+    if start < len(side["labels"]):
+        side["labels"][start] = IGNORE_INDEX
+
+
+def _prompt_length(labels: list[int]) -> int:
+    return next((index for index, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
 
 
 def _has_predicted_label(labels: list[int]) -> bool:
@@ -184,9 +231,11 @@ def prepare_uld_dataset(
     dataset_name: str = "train",
     alignment: str = "positional",
     pair_trailing_textless: bool = True,
+    dataset_text_field: str = "text",
+    formatting_func: Callable[[dict], str] | None = None,
 ) -> Dataset | IterableDataset:
     """
-    Tokenizes a prompt–completion or `messages` dataset for the student (`input_ids`, `labels`) and for the teacher
+    Tokenizes a language-modeling, prompt–completion or `messages` dataset for the student (`input_ids`, `labels`) and for the teacher
     (`teacher_input_ids`, `teacher_labels`), and with `alignment="offsets"` the group columns of
     `uld_alignment.align_completion_tokens` (`uld_groups`, `teacher_uld_groups`; both tokenizers must be fast).
 
@@ -196,7 +245,8 @@ def prepare_uld_dataset(
 
     Args:
         dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Dataset with `prompt` and `completion` columns, or a `messages` (or `conversations`) column.
+            Dataset with `prompt` and `completion` columns, a `messages` (or `conversations`) column or a text
+            column (see the module docstring).
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
             The student's tokenizer.
         teacher_tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
@@ -212,9 +262,14 @@ def prepare_uld_dataset(
         pair_trailing_textless (`bool`, *optional*, defaults to `True`):
             With offsets alignment, whether the tokens after the completion text (EOS, end of turn) of both sides
             form one last group (see `uld_alignment.align_by_offsets`).
+        dataset_text_field (`str`, *optional*, defaults to `"text"`):
+            Column holding the text of language-modeling samples.
+        formatting_func (`Callable[[dict], str]`, *optional*):
+            Maps a sample to its text, making every sample a language-modeling one (as in [`~trl.SFTTrainer`]).
     """
     columns = _column_names(dataset)
     offsets = alignment == "offsets"
+    parts = _SampleParts(dataset_text_field, formatting_func)
     if "input_ids" in columns:
         _validate_prepared(dataset, dataset_name, offsets)
         return dataset
@@ -224,24 +279,33 @@ def prepare_uld_dataset(
             "tokenizers with `use_fast=True` or use `uld_alignment='positional'`."
         )
     has_prompt_completion = "prompt" in columns and "completion" in columns
-    if not has_prompt_completion and "messages" not in columns and "conversations" not in columns:
+    has_messages = "messages" in columns or "conversations" in columns
+    if "prompt" in columns and not has_prompt_completion and formatting_func is None:
         raise ValueError(
-            f"The {dataset_name} dataset has the columns {columns}, but ULD needs either `prompt` and `completion` "
-            "columns or a `messages` column (the last assistant turn being the completion)."
+            f"The {dataset_name} dataset has a `prompt` column but no `completion` column: add the completions, or "
+            "use a `messages` or `text` column."
+        )
+    if formatting_func is None and not (has_prompt_completion or has_messages or dataset_text_field in columns):
+        raise ValueError(
+            f"The {dataset_name} dataset has the columns {columns}, but ULD needs `prompt` and `completion` columns, "
+            f"a `messages` column (the last assistant turn being the completion), a `{dataset_text_field}` column "
+            "(language modeling; see `dataset_text_field`) or a `formatting_func`."
         )
     map_kwargs = {"num_proc": num_proc} if isinstance(dataset, Dataset) else {}
     dataset = _filter_with_warning(
         dataset,
-        lambda example: not _completion_is_empty(example),
+        lambda example: not parts.completion_is_empty(example),
         "their completion is empty, so there is nothing to distil",
         dataset_name,
         **map_kwargs,
     )
 
     def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
-        prompt, completion = _prompt_and_completion(maybe_convert_to_chatml(dict(example)))
+        prompt, completion = parts(example)
         student = _tokenize_side(tokenizer, prompt, completion, max_length, offsets)
         teacher = _tokenize_side(teacher_tokenizer, prompt, completion, max_length, offsets)
+        if parts.is_text(example):
+            _start_text_on_the_same_token(student, teacher)
         row = {
             "input_ids": student["input_ids"],
             "labels": student["labels"],

@@ -1,5 +1,6 @@
 """`ULDTrainer`: TRL's `SFTTrainer` with Universal Logit Distillation from a teacher with another tokenizer."""
 
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     ProcessorMixin,
     TrainerCallback,
+    TrainingArguments,
 )
 from transformers.utils import logging
 from trl import SFTTrainer
@@ -54,44 +56,68 @@ def _check_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         )
 
 
+def _supported_sft_arguments(**arguments: Any) -> dict[str, Any]:
+    """The given `SFTTrainer` arguments that the installed TRL accepts; one it lacks may only be left unset."""
+    accepted = inspect.signature(SFTTrainer.__init__).parameters
+    for name, value in arguments.items():
+        if name not in accepted and value is not None:
+            raise TypeError(f"`{name}` needs a TRL whose `SFTTrainer` accepts it; the installed TRL's does not.")
+    return {name: value for name, value in arguments.items() if name in accepted}
+
+
 class ULDTrainer(SFTTrainer):
     """
     Trainer for Universal Logit Distillation (ULD) of a causal language model from a teacher that may use another
     tokenizer, as in [Towards Cross-Tokenizer Distillation: the Universal Logit Distillation Loss for
     LLMs](https://huggingface.co/papers/2402.12030).
 
-    A drop-in replacement of [`~trl.SFTTrainer`]: pass a [`ULDConfig`] and a teacher. Each sample is tokenized for
-    both models, each rendering the prompt its own way (see `eurobert_hf.trainers.uld_data`), and the loss is
-    `uld_crossentropy_weight · CE + uld_distillation_weight · ULD` on the completion tokens, normalised by token counts
-    of the whole optimizer step (see [`ULDConfig`]). Train and eval logs report both terms as `ce_loss` and
-    `uld_loss`.
+    A drop-in replacement of [`~trl.SFTTrainer`]: the same arguments in the same order, plus the teacher as the
+    keyword arguments `teacher_model` and `teacher_processing_class` (or `args.teacher_model_name_or_path`). Each sample
+    is tokenized for both models, each rendering the prompt its own way (see `eurobert_hf.trainers.uld_data`), and the
+    loss is `uld_crossentropy_weight · CE + uld_distillation_weight · ULD`, normalised by token counts of the whole
+    optimizer step (see [`ULDConfig`]). Train and eval logs report both terms as `ce_loss` and `uld_loss`.
 
     Args:
         model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            The student, as in [`~trl.SFTTrainer`].
-        teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
-            The teacher, a causal language model or its name or path (loaded with `args.teacher_model_init_kwargs`).
-            Defaults to `args.teacher_model_name_or_path`. It runs in eval mode without gradients. Without either, the
-            datasets must carry a teacher cache (`eurobert_hf.trainers.teacher_cache.cache_teacher_probs` over a
-            `prepare_uld_dataset` output) and no teacher is held in memory.
-        args ([`ULDConfig`], *optional*):
-            Configuration. Defaults to `ULDConfig("<model name>-ULD")`.
+            The student, as in [`~trl.SFTTrainer`] (a name or path is loaded with `args.model_init_kwargs` and
+            `quantization_config`).
+        args ([`ULDConfig`] or [`~transformers.TrainingArguments`], *optional*):
+            Configuration. Any other [`~transformers.TrainingArguments`] (an [`~trl.SFTConfig`] included) is converted
+            with [`ULDConfig.from_training_arguments`], the ULD fields at their defaults. Defaults to
+            `ULDConfig("<model name>-ULD")`.
         data_collator ([`~transformers.DataCollator`], *optional*):
             Defaults to [`~eurobert_hf.trainers.uld_data.ULDDataCollator`].
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Prompt–completion (plain or conversational) or `messages` dataset.
+            Language-modeling (`text`, or `args.dataset_text_field`), prompt–completion (plain or conversational) or
+            `messages` dataset; see `eurobert_hf.trainers.uld_data`.
         eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict`, *optional*):
             Same formats as `train_dataset`.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The student's tokenizer. Defaults to the student's own. Without a padding token, the EOS token pads.
-        teacher_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
-            The teacher's tokenizer. Defaults to `args.teacher_tokenizer_name_or_path`, else the teacher's own name.
-            It may lack a padding token.
-        compute_metrics, callbacks, optimizers, preprocess_logits_for_metrics, peft_config:
+        compute_loss_func (`Callable`, *optional*):
+            Replaces the cross-entropy term: called as `compute_loss_func(outputs, labels, num_items_in_batch=...)` with
+            the student's outputs, its (unshifted) labels and, in training, the number of predicted completion tokens
+            of the whole optimizer step; its result is weighted by `uld_crossentropy_weight` and the ULD term is added.
+            The logged `ce_loss` stays the plain cross-entropy.
+        compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics:
+            As in [`~trl.SFTTrainer`].
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization of the student when it is loaded from a name or path, as in [`~trl.SFTTrainer`]. The teacher
+            is quantized through `args.teacher_model_init_kwargs` instead.
+        peft_config ([`~peft.PeftConfig`], *optional*):
             As in [`~trl.SFTTrainer`].
         formatting_func (`Callable`, *optional*):
-            Not supported (ULD needs the prompt and the completion apart); format the dataset into `prompt` and
-            `completion` columns instead. Kept in the signature so that SFT scripts fail with a clear message.
+            Maps a sample to the text both models read, which turns the dataset into a language-modeling one, as in
+            [`~trl.SFTTrainer`].
+        teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*, keyword only):
+            The teacher, a causal language model or its name or path (loaded with `args.teacher_model_init_kwargs`,
+            else `args.model_init_kwargs`). Defaults to `args.teacher_model_name_or_path`. It runs in eval mode without
+            gradients. Without either, the datasets must carry a teacher cache
+            (`eurobert_hf.trainers.teacher_cache.cache_teacher_probs` over a `prepare_uld_dataset` output) and no
+            teacher is held in memory.
+        teacher_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*, keyword only):
+            The teacher's tokenizer. Defaults to `args.teacher_tokenizer_name_or_path`, else the teacher's own name.
+            It may lack a padding token.
     """
 
     _tag_names = ["trl", "uld", "distillation"]
@@ -105,32 +131,34 @@ class ULDTrainer(SFTTrainer):
     def __init__(
         self,
         model: "str | PreTrainedModel",
-        teacher_model: "str | PreTrainedModel | None" = None,
-        args: ULDConfig | None = None,
+        args: ULDConfig | TrainingArguments | None = None,
         data_collator: DataCollator | None = None,
         train_dataset: Dataset | IterableDataset | None = None,
         eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
         processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
-        teacher_processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        compute_loss_func: Callable | None = None,
         compute_metrics: Callable[[EvalPrediction], dict] | None = None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        quantization_config: "Any | None" = None,
         peft_config: "Any | None" = None,
         formatting_func: Callable[[dict], str] | None = None,
+        *,
+        teacher_model: "str | PreTrainedModel | None" = None,
+        teacher_processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
     ):
         model_name = model if isinstance(model, str) else model.name_or_path
         if args is None:
             args = ULDConfig(f"{os.path.basename(model_name.rstrip('/')) or 'model'}-ULD")
-        elif not isinstance(args, ULDConfig):
+        elif isinstance(args, TrainingArguments) and not isinstance(args, ULDConfig):
+            args = ULDConfig.from_training_arguments(args)
+        elif not isinstance(args, TrainingArguments):
             raise TypeError(
-                f"`args` must be a `ULDConfig`, got `{type(args).__name__}`. Build a `ULDConfig` with the same values "
-                "(it accepts every `SFTConfig` field)."
-            )
-        if formatting_func is not None:
-            raise ValueError(
-                "`formatting_func` is not supported by ULDTrainer: ULD needs the prompt and the completion apart, to "
-                "render each for its own model. Map the dataset into `prompt` and `completion` columns instead."
+                f"`args` (the second positional argument, as in `SFTTrainer`) must be a `ULDConfig` or "
+                f"`TrainingArguments`, got `{type(args).__name__}`. Pass the teacher as the keyword argument "
+                "`teacher_model=`."
             )
         if train_dataset is None:
             raise ValueError("`train_dataset` is required.")
@@ -189,10 +217,16 @@ class ULDTrainer(SFTTrainer):
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             peft_config=peft_config,
+            **_supported_sft_arguments(
+                compute_loss_func=compute_loss_func,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                quantization_config=quantization_config,
+            ),
         )
         _check_vocabulary(self.model, _tokenizer_of(self.processing_class), "student")
 
         self.teacher_processing_class = teacher_processing_class
+        self._uld_formatting_func = formatting_func
         self.teacher_name_or_path = teacher_name
         self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.train_dataset = self._prepare_uld_dataset(self.train_dataset, "train")
@@ -220,7 +254,12 @@ class ULDTrainer(SFTTrainer):
 
     @staticmethod
     def _load_teacher(name_or_path: str, args: ULDConfig) -> PreTrainedModel:
-        init_kwargs = dict(args.teacher_model_init_kwargs or {})
+        if args.teacher_model_init_kwargs is not None:
+            init_kwargs = dict(args.teacher_model_init_kwargs)
+        else:
+            # The student's loading options (dtype, attention implementation, ...) fit the teacher too, except the
+            # revision, which names a version of the student's repository.
+            init_kwargs = {key: value for key, value in (args.model_init_kwargs or {}).items() if key != "revision"}
         dtype = init_kwargs.pop("dtype", init_kwargs.pop("torch_dtype", None)) or torch.float32
         init_kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
@@ -241,6 +280,8 @@ class ULDTrainer(SFTTrainer):
                 self.teacher_processing_class and _tokenizer_of(self.teacher_processing_class),
                 max_length=self.args.max_length,
                 num_proc=self.args.dataset_num_proc,
+                dataset_text_field=self.args.dataset_text_field,
+                formatting_func=self._uld_formatting_func,
                 dataset_name=name,
                 alignment=self.args.uld_alignment,
                 pair_trailing_textless=not (self.args.uld_skip_student_eos or self.args.uld_skip_teacher_eos),
@@ -355,7 +396,12 @@ class ULDTrainer(SFTTrainer):
             world_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         else:
             (ce_count, uld_count), world_scale = local_counts, 1
-        ce = ce_sum / torch.as_tensor(ce_count, device=ce_sum.device).clamp(min=1)
+        if self.compute_loss_func is not None:
+            ce = self.compute_loss_func(
+                outputs, labels, num_items_in_batch=num_items_in_batch if mode == "train" else None
+            )
+        else:
+            ce = ce_sum / torch.as_tensor(ce_count, device=ce_sum.device).clamp(min=1)
         uld = uld_sum / torch.as_tensor(uld_count, device=uld_sum.device).clamp(min=1)
         loss = (self.args.uld_crossentropy_weight * ce + self.args.uld_distillation_weight * uld) * world_scale
 

@@ -1,0 +1,311 @@
+"""ULDTrainer as a drop-in for the installed TRL's SFTTrainer: its calling convention, its `args`, its script."""
+
+import copy
+import importlib.util
+import inspect
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import TrainingArguments
+from trl import SFTConfig, SFTTrainer
+
+from eurobert_hf.trainers import ULDConfig, ULDTrainer
+from eurobert_hf.trainers.uld_data import prepare_uld_dataset
+from tests.test_uld_trainer import make_config
+from tests.uld_fixtures import (
+    COMPLETIONS,
+    PROMPTS,
+    prompt_completion_dataset,
+    save_pretrained_pair,
+    student_tokenizer,
+    teacher_tokenizer,
+    tiny_student,
+    tiny_teacher,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEACHER = {"teacher_model": None, "teacher_processing_class": None}
+
+
+def _teacher() -> dict:
+    return {"teacher_model": tiny_teacher(), "teacher_processing_class": teacher_tokenizer()}
+
+
+def _positional_parameters(function) -> list[str]:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [name for name, p in inspect.signature(function).parameters.items() if p.kind in kinds][1:]
+
+
+def test_positional_arguments_are_sft_trainers_in_the_same_order():
+    assert _positional_parameters(ULDTrainer.__init__) == _positional_parameters(SFTTrainer.__init__)
+    keyword_only = [
+        name
+        for name, p in inspect.signature(ULDTrainer.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert keyword_only == ["teacher_model", "teacher_processing_class"]
+
+
+def test_args_is_the_second_positional_argument(tmp_path):
+    args = make_config(tmp_path, max_steps=1)
+    trainer = ULDTrainer(
+        tiny_student(), args, None, prompt_completion_dataset(2), None, student_tokenizer(), **_teacher()
+    )
+    assert trainer.args is args
+    trainer.train()
+
+
+@pytest.mark.parametrize("args_class", [TrainingArguments, SFTConfig])
+def test_training_arguments_are_converted_like_sft_does(tmp_path, args_class):
+    args = args_class(
+        str(tmp_path),
+        learning_rate=3e-3,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        report_to="none",
+        bf16=False,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        seed=7,
+    )
+    trainer = ULDTrainer(
+        tiny_student(),
+        args,
+        train_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    assert isinstance(trainer.args, ULDConfig)
+    assert (trainer.args.learning_rate, trainer.args.max_steps, trainer.args.seed) == (3e-3, 1, 7)
+    assert trainer.args.uld_distillation_weight == 1.5  # the ULD fields at their defaults
+    trainer.train()
+    assert any("uld_loss" in log for log in trainer.state.log_history)
+
+
+def test_compute_loss_func_replaces_the_cross_entropy_term(tmp_path):
+    calls = []
+
+    def scaled_ce(outputs, labels, num_items_in_batch=None):
+        calls.append(num_items_in_batch)
+        logits = outputs.logits[:, :-1].flatten(0, 1)
+        return 3.0 * F.cross_entropy(logits, labels[:, 1:].flatten(), reduction="mean")
+
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path),
+        train_dataset=prompt_completion_dataset(4),
+        processing_class=student_tokenizer(),
+        compute_loss_func=scaled_ce,
+        **_teacher(),
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    trainer.model.eval()
+    with torch.no_grad():
+        with_func = trainer.compute_loss(trainer.model, dict(batch))
+        trainer.compute_loss_func = None
+        plain = trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+    # Same ULD term; the cross-entropy term is the function's value instead.
+    assert (with_func - plain).item() == pytest.approx((3.0 * ce - ce).item(), rel=1e-5)
+    assert calls == [None]  # evaluation passes no count, as transformers' Trainer does
+
+
+def test_optimizer_cls_and_kwargs_choose_the_optimizer(tmp_path):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path),
+        train_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.25, "momentum": 0.5}),
+        **_teacher(),
+    )
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+
+
+def test_quantization_config_is_accepted_like_sft(tmp_path, caplog):
+    # An instantiated student is not re-loaded, so SFTTrainer (and ULDTrainer) ignore the quantization with a warning.
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path),
+        train_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        quantization_config=object(),
+        **_teacher(),
+    )
+    assert trainer.model is not None
+
+
+def test_teacher_loads_with_the_students_init_kwargs(tmp_path):
+    student_path, teacher_path = save_pretrained_pair(str(tmp_path / "models"))
+    args = make_config(
+        tmp_path / "out", teacher_model_name_or_path=teacher_path, model_init_kwargs={"dtype": "bfloat16"}
+    )
+    trainer = ULDTrainer(student_path, args, train_dataset=prompt_completion_dataset(2))
+    assert trainer.model.dtype == torch.bfloat16 and trainer.teacher_model.dtype == torch.bfloat16
+    args = make_config(
+        tmp_path / "out",
+        teacher_model_name_or_path=teacher_path,
+        model_init_kwargs={"dtype": "bfloat16"},
+        teacher_model_init_kwargs={"dtype": "float32"},
+    )
+    trainer = ULDTrainer(student_path, args, train_dataset=prompt_completion_dataset(2))
+    assert trainer.model.dtype == torch.bfloat16 and trainer.teacher_model.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------ language-modeling data
+
+
+TEXTS = [prompt + completion for prompt, completion in zip(PROMPTS, COMPLETIONS)]
+
+
+def _text_ids_and_predicted(tokenizer, input_ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+    has_bos = tokenizer.bos_token_id is not None and input_ids[0] == tokenizer.bos_token_id
+    # The label at position 0 has no logits before it: it is never predicted.
+    return input_ids[int(has_bos) :], [label for label in labels[1:] if label != -100]
+
+
+def test_text_is_distilled_on_every_token_in_each_tokenization():
+    student = student_tokenizer()
+    # GPT-2 with a BOS token: the teacher predicts its first text token from the BOS, the student (no BOS) cannot.
+    teacher = copy.deepcopy(student)
+    teacher.add_bos_token = True
+    if teacher("a")["input_ids"][0] != teacher.bos_token_id:
+        pytest.skip("this transformers version's GPT-2 tokenizer ignores add_bos_token")
+    sample = prepare_uld_dataset(Dataset.from_dict({"text": TEXTS[:2]}), student, teacher)[0]
+    student_text, student_predicted = _text_ids_and_predicted(student, sample["input_ids"], sample["labels"])
+    teacher_text, teacher_predicted = _text_ids_and_predicted(
+        teacher, sample["teacher_input_ids"], sample["teacher_labels"]
+    )
+    assert student.decode(student_text) == teacher.decode(teacher_text) == TEXTS[0] + "<|endoftext|>"
+    assert sample["teacher_input_ids"][0] == teacher.bos_token_id
+    # Every text token but the first, which only the teacher could predict, on both sides: CE and ULD start together.
+    assert student_predicted == student_text[1:]
+    assert teacher_predicted == teacher_text[1:]
+
+
+def test_text_with_the_same_bos_rule_keeps_every_predictable_token():
+    sample = prepare_uld_dataset(Dataset.from_dict({"text": TEXTS[:1]}), student_tokenizer(), teacher_tokenizer())[0]
+    sides = [
+        (student_tokenizer(), sample["input_ids"], sample["labels"]),
+        (teacher_tokenizer(), sample["teacher_input_ids"], sample["teacher_labels"]),
+    ]
+    has_bos = [ids[0] == tokenizer.bos_token_id for tokenizer, ids, _ in sides]
+    for (tokenizer, input_ids, labels), bos in zip(sides, has_bos):
+        text, predicted = _text_ids_and_predicted(tokenizer, input_ids, labels)
+        assert tokenizer.decode(text) == TEXTS[0] + tokenizer.eos_token
+        # Both with a BOS: every text token is predicted. Otherwise, from the second on, on both sides.
+        assert predicted == text[0 if all(has_bos) else 1 :], bos
+
+
+def _train_logs(trainer) -> list[dict]:
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert logs and all(math.isfinite(log["loss"]) and log["uld_loss"] > 0 for log in logs)
+    return logs
+
+
+@pytest.mark.parametrize(
+    ("columns", "overrides", "formatting_func"),
+    [
+        ({"text": TEXTS[:4]}, {}, None),
+        ({"body": TEXTS[:4]}, {"dataset_text_field": "body"}, None),
+        ({"prompt": PROMPTS[:4], "completion": COMPLETIONS[:4]}, {}, lambda e: e["prompt"] + e["completion"]),
+    ],
+    ids=["text", "dataset_text_field", "formatting_func"],
+)
+def test_language_modeling_datasets_train(tmp_path, columns, overrides, formatting_func):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path, **overrides),
+        train_dataset=Dataset.from_dict(columns),
+        processing_class=student_tokenizer(),
+        formatting_func=formatting_func,
+        **_teacher(),
+    )
+    sample = trainer.train_dataset[0]
+    assert student_tokenizer().decode(sample["input_ids"]) == TEXTS[0] + "<|endoftext|>"
+    # Every text token after the first is predicted (CE on every token, as SFT).
+    assert sample["labels"][1:] == sample["input_ids"][1:]
+    _train_logs(trainer)
+
+
+# ---------------------------------------------------------------------------------------- TRL's own sft.py, swapped
+
+
+def swap_sft_for_uld(source: str) -> str:
+    """The whole change a TRL user makes: import `ULDConfig`/`ULDTrainer` from eurobert_hf instead of
+    `SFTConfig`/`SFTTrainer` from trl, and use those names."""
+    names = {"SFTConfig": "ULDConfig", "SFTTrainer": "ULDTrainer"}
+
+    def split_import(match: re.Match) -> str:
+        indent, imported = match.group(1), [name.strip() for name in match.group(2).split(",")]
+        kept = [name for name in imported if name not in names]
+        moved = [names[name] for name in imported if name in names]
+        lines = [f"{indent}from trl import {', '.join(kept)}"] if kept else []
+        return "\n".join(lines + [f"{indent}from eurobert_hf import {', '.join(moved)}"])
+
+    source, imports = re.subn(
+        r"^([ \t]*)from trl import ([^\n(]*\bSFT(?:Config|Trainer)\b[^\n(]*)$", split_import, source, flags=re.M
+    )
+    assert imports, "the installed sft.py no longer imports SFTConfig/SFTTrainer from trl on one line"
+    for old, new in names.items():
+        source = re.sub(rf"\b{old}\b", new, source)
+    return source
+
+
+SCRIPT_DATA = {
+    "prompt_completion": [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS)],
+    "conversational": [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c.strip()}]}
+        for p, c in zip(PROMPTS, COMPLETIONS)
+    ],
+    "text": [{"text": text} for text in TEXTS],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(SCRIPT_DATA))
+def test_trl_sft_script_trains_after_the_swap(tmp_path, kind):
+    with open(importlib.util.find_spec("trl.scripts.sft").origin) as handle:
+        script = swap_sft_for_uld(handle.read())
+    assert "SFTTrainer" not in script and "ULDTrainer(" in script
+    script_path = tmp_path / "uld_sft.py"
+    script_path.write_text(script)
+    student_path, teacher_path = save_pretrained_pair(str(tmp_path / "models"))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open(data_dir / "train.jsonl", "w") as handle:
+        for row in SCRIPT_DATA[kind]:
+            handle.write(json.dumps(row) + "\n")
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, str(script_path),
+        "--model_name_or_path", student_path,
+        "--teacher_model_name_or_path", teacher_path,
+        "--dataset_name", str(data_dir),
+        "--output_dir", str(output_dir),
+        "--max_steps", "2",
+        "--per_device_train_batch_size", "2",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--bf16", "False",
+        "--gradient_checkpointing", "False",
+        "--use_cpu",
+        "--report_to", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(output_dir / "model.safetensors")
+    assert "'uld_loss'" in result.stdout + result.stderr
