@@ -32,7 +32,6 @@ from tests.uld_fixtures import (
 )
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEACHER = {"teacher_model": None, "teacher_processing_class": None}
 
 
 def _teacher() -> dict:
@@ -309,3 +308,125 @@ def test_trl_sft_script_trains_after_the_swap(tmp_path, kind):
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.isfile(output_dir / "model.safetensors")
     assert "'uld_loss'" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ every SFT data kind
+
+
+def _loss_on_first_batch(trainer) -> tuple[torch.Tensor, dict]:
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer.model.eval()
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, dict(batch)), batch
+
+
+def _student_ce(trainer, batch) -> torch.Tensor:
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).double(), batch["labels"][:, 1:].flatten())
+
+
+def test_completion_only_loss_false_extends_the_cross_entropy_to_the_prompt(tmp_path):
+    losses, ces, counts = [], [], []
+    for completion_only_loss in (None, False):
+        trainer = ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path, completion_only_loss=completion_only_loss),
+            train_dataset=prompt_completion_dataset(4),
+            processing_class=student_tokenizer(),
+            **_teacher(),
+        )
+        loss, batch = _loss_on_first_batch(trainer)
+        losses.append(loss.item())
+        ces.append(_student_ce(trainer, batch).item())
+        counts.append(int((batch["labels"][:, 1:] != -100).sum()))
+    assert "completion_mask" in trainer.train_dataset.column_names
+    assert trainer.train_dataset[0]["labels"] == trainer.train_dataset[0]["input_ids"]
+    # Every token but the first of each row (no logits before it) is predicted.
+    assert counts[1] == int(batch["attention_mask"].sum()) - len(batch["labels"]) > counts[0]
+    # Same ULD term (the completion); the cross-entropy term covers the prompt too.
+    assert losses[1] - losses[0] == pytest.approx(ces[1] - ces[0], rel=1e-4, abs=1e-5)
+
+
+MULTI_TURN = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello, how can I help?"},
+    {"role": "user", "content": "The capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+]
+
+
+@pytest.mark.parametrize("assistant_only_loss", [True, False])
+def test_every_assistant_turn_is_distilled(tmp_path, assistant_only_loss):
+    from tests.test_uld_trainer import reference_loss
+
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path, assistant_only_loss=assistant_only_loss),
+        train_dataset=Dataset.from_dict({"messages": [MULTI_TURN, MULTI_TURN[2:]]}),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    loss, batch = _loss_on_first_batch(trainer)
+    compared = batch["labels"]
+    if not assistant_only_loss:
+        compared = compared.masked_fill(batch["completion_mask"] == 0, -100)
+    # Two separate assistant turns in the first conversation, on both sides.
+    first = (compared[0] != -100).int().tolist()
+    assert sum(1 for a, b in zip(first, first[1:]) if (a, b) == (0, 1)) == 2
+    with torch.no_grad():
+        student_logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        teacher_logits = trainer.teacher_model(
+            input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"]
+        ).logits
+    _, _, uld = reference_loss(
+        student_logits, teacher_logits, compared, batch["teacher_labels"], 1.0, 1.5, True, False
+    )
+    ce = _student_ce(trainer, batch)
+    assert loss.item() == pytest.approx((ce + 1.5 * uld).item(), rel=1e-5)
+    trainer.model.train()
+    _train_logs(trainer)
+
+
+def test_each_rows_chat_template_kwargs_reach_the_template():
+    student = copy.deepcopy(student_tokenizer())
+    student.chat_template = (
+        "{% if persona %}[{{ persona }}] {% endif %}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": "Hi"}]] * 2,
+            "completion": [[{"role": "assistant", "content": "Hello"}]] * 2,
+            "chat_template_kwargs": [{"persona": "pirate"}, {"persona": ""}],
+        }
+    )
+    prepared = prepare_uld_dataset(dataset, student, teacher_tokenizer())
+    assert student.decode(prepared[0]["input_ids"]) == "[pirate] user: Hi\nassistant: Hello\n"
+    assert student.decode(prepared[1]["input_ids"]) == "user: Hi\nassistant: Hello\n"
+
+
+def test_with_transform_and_streaming_datasets_train(tmp_path):
+    raw = Dataset.from_dict({"q": PROMPTS[:4], "a": COMPLETIONS[:4]})
+    transformed = raw.with_transform(lambda batch: {"prompt": batch["q"], "completion": batch["a"]})
+    for dataset in (transformed, Dataset.from_dict({"text": TEXTS[:4]}).to_iterable_dataset()):
+        trainer = ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path),
+            train_dataset=dataset,
+            processing_class=student_tokenizer(),
+            **_teacher(),
+        )
+        _train_logs(trainer)
+
+
+def test_student_only_token_ids_are_refused_with_the_reason(tmp_path):
+    dataset = Dataset.from_dict({"input_ids": [[464, 3139, 286]], "labels": [[-100, 3139, 286]]})
+    with pytest.raises(ValueError, match="teacher must read the same text"):
+        ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path),
+            train_dataset=dataset,
+            processing_class=student_tokenizer(),
+            **_teacher(),
+        )

@@ -100,8 +100,6 @@ def test_config_parses_teacher_init_kwargs_from_json(tmp_path):
         ({"uld_alignment": "offsets"}, "set `uld_top_k`"),
         ({"packing": True}, "Packing"),
         ({"padding_free": True}, "padding_free"),
-        ({"assistant_only_loss": True}, "assistant_only_loss"),
-        ({"completion_only_loss": False}, "completion_only_loss"),
         ({"max_length": 1}, "max_length"),
     ],
 )
@@ -141,21 +139,53 @@ def test_teacher_reads_the_prompt_in_its_own_chat_template():
     assert student_tokenizer().decode(sample["input_ids"]) == "The capital of France is\n\n Paris.<|endoftext|>"
 
 
-def test_messages_last_assistant_turn_is_the_completion():
-    messages = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Capital of France?"},
-        {"role": "assistant", "content": "Paris."},
-    ]
+MULTI_TURN = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "Thanks"},
+]
+
+
+def _learnt_text(tokenizer, input_ids, labels) -> list[str]:
+    """The learnt runs of tokens, decoded."""
+    runs, run = [], []
+    for token, label in zip(input_ids, labels):
+        if label != -100:
+            run.append(token)
+        elif run:
+            runs, run = runs + [tokenizer.decode(run)], []
+    return runs + ([tokenizer.decode(run)] if run else [])
+
+
+def test_messages_every_assistant_turn_is_learnt_on_both_sides():
     teacher_tok = chat_teacher_tokenizer()
-    sample = prepare_uld_dataset(Dataset.from_dict({"messages": [messages]}), student_tokenizer(), teacher_tok)[0]
-    assert teacher_tok.decode([t for t in sample["teacher_labels"] if t != -100]) == "Paris.<|eot_id|>"
-    # GPT-2 merges the blank line closing the plain-text prompt differently when text follows, so the student's
-    # completion starts where the two tokenizations diverge, at that blank line.
-    assert student_tokenizer().decode([t for t in sample["labels"] if t != -100]).strip() == "Paris.<|endoftext|>"
-    # The earlier assistant turn is context: in the input, out of the labels.
-    assert "Hello!" in teacher_tok.decode(sample["teacher_input_ids"])
+    dataset = Dataset.from_dict({"messages": [MULTI_TURN]})
+    sample = prepare_uld_dataset(dataset, student_tokenizer(), teacher_tok, assistant_only_loss=True)[0]
+    assert "completion_mask" not in sample
+    assert _learnt_text(teacher_tok, sample["teacher_input_ids"], sample["teacher_labels"]) == [
+        "Hello!<|eot_id|>",
+        "Paris.<|eot_id|>",
+    ]
+    # The student has no chat template: contents separated by blank lines. GPT-2 merges a blank line with the text
+    # after it differently, so a turn's first token may carry the blank line before it.
+    student_runs = _learnt_text(student_tokenizer(), sample["input_ids"], sample["labels"])
+    assert [run.strip() for run in student_runs] == ["Hello!", "Paris.<|endoftext|>"]
+    # The trailing user turn teaches nothing and is left out.
+    assert "Thanks" not in teacher_tok.decode(sample["teacher_input_ids"])
+
+
+def test_messages_train_the_students_cross_entropy_on_the_whole_conversation_by_default():
+    dataset = Dataset.from_dict({"messages": [MULTI_TURN]})
+    only = prepare_uld_dataset(dataset, student_tokenizer(), chat_teacher_tokenizer(), assistant_only_loss=True)[0]
+    every = prepare_uld_dataset(dataset, student_tokenizer(), chat_teacher_tokenizer())[0]
+    assert every["labels"] == every["input_ids"] == only["input_ids"]
+    # ULD compares the same tokens either way.
+    assert [label if keep else -100 for label, keep in zip(every["labels"], every["completion_mask"])] == only[
+        "labels"
+    ]
+    assert every["teacher_labels"] == only["teacher_labels"]
 
 
 def test_messages_without_assistant_turn_is_an_error():

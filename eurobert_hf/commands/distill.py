@@ -24,7 +24,7 @@ from trl import ModelConfig, get_peft_config
 from ..metrics import RougeL, TokenF1
 from ..trainers import ULDConfig, ULDTrainer
 from ..trainers.teacher_cache import cache_teacher_probs
-from ..trainers.uld_data import _message_text, prepare_uld_dataset  # as ULD training renders chat without template
+from ..trainers.uld_data import _message_text, prepare_uld_dataset_for  # as ULD training renders chat without template
 from .common import (
     CommandError,
     DataArguments,
@@ -226,15 +226,7 @@ def _cached(
     """The dataset tokenized for both models (as the trainer would) with the teacher's sorted probabilities."""
     if dataset is None:
         return None
-    prepared = prepare_uld_dataset(
-        dataset,
-        *tokenizers,
-        max_length=training_args.max_length,
-        num_proc=training_args.dataset_num_proc,
-        dataset_name=name,
-        alignment=training_args.uld_alignment,
-        pair_trailing_textless=not (training_args.uld_skip_student_eos or training_args.uld_skip_teacher_eos),
-    )
+    prepared = prepare_uld_dataset_for(dataset, *tokenizers, training_args, dataset_name=name)
     return cache_teacher_probs(
         teacher,
         prepared,

@@ -81,9 +81,11 @@ class ULDConfig(SFTConfig):
       therefore always skipped (`dataset_kwargs["skip_prepare_dataset"]` is set to `True`).
     - `max_length` bounds each side's sequence. Prompts are truncated from the left first, so that the completion
       stays whole and aligned; a completion longer than `max_length` keeps its start.
-    - `packing`, `padding_free`, `assistant_only_loss`, `completion_only_loss=False`, `loss_type="dft"` and
-      `truncation_mode="keep_end"` are refused: ULD pairs the completion tokens of each sample, which needs one
-      unpacked, padded sample per row and a loss on the completion only.
+    - `completion_only_loss=False` (prompt–completion data) and `assistant_only_loss=False` (`messages` data, SFT's
+      default) extend the student's cross-entropy beyond what ULD compares: ULD always compares the completion, or
+      every assistant turn, which is the text both models share.
+    - `packing`, `padding_free`, `loss_type="dft"` and `truncation_mode="keep_end"` are refused: ULD pairs the
+      completion tokens of each sample, which needs one unpacked, padded sample per row.
 
     > [!NOTE]
     > Like [`~trl.SFTConfig`], `bf16` defaults to `True` and `gradient_checkpointing` to `True`; set them explicitly on
@@ -213,16 +215,6 @@ class ULDConfig(SFTConfig):
             raise ValueError(
                 "`padding_free=True` is not supported by ULD: the student and the teacher see differently tokenized "
                 "rows that are padded side by side. Set `padding_free=False`."
-            )
-        if self.assistant_only_loss:
-            raise ValueError(
-                "`assistant_only_loss=True` is not supported by ULD: the loss is always computed on the completion "
-                "(the last assistant turn of a `messages` sample). Set `assistant_only_loss=False`."
-            )
-        if self.completion_only_loss is False:
-            raise ValueError(
-                "`completion_only_loss=False` is not supported by ULD: the student and the teacher only share the "
-                "completion, so both terms are computed on it. Leave `completion_only_loss` unset."
             )
         if self.loss_type != "nll":
             raise ValueError(f"`loss_type={self.loss_type!r}` is not supported by ULD; use `loss_type='nll'`.")

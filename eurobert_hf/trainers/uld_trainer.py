@@ -27,7 +27,7 @@ from ..hub.cards import ULD_CITATION, render_uld_model_card, training_hyperparam
 from .teacher_cache import CACHE_COLUMNS, TeacherCacheCollator, check_teacher_cache, teacher_probs_from_batch
 from .uld_alignment import ALIGNMENT_COLUMNS, count_aligned_groups, offsets_uld_loss
 from .uld_config import ULDConfig
-from .uld_data import IGNORE_INDEX, PREPARED_COLUMNS, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset
+from .uld_data import IGNORE_INDEX, PREPARED_COLUMNS, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset_for
 from .uld_loss import uld_loss
 
 logger = logging.get_logger(__name__)
@@ -205,24 +205,30 @@ class ULDTrainer(SFTTrainer):
             if teacher_model is None:
                 data_collator = TeacherCacheCollator(data_collator)
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            peft_config=peft_config,
-            **_supported_sft_arguments(
-                compute_loss_func=compute_loss_func,
-                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-                quantization_config=quantization_config,
-            ),
-        )
+        # SFT handles `assistant_only_loss` in its own dataset preparation (it swaps in a student chat template with
+        # generation markers), which ULD replaces: the flag is read by `prepare_uld_dataset` instead.
+        assistant_only_loss, args.assistant_only_loss = args.assistant_only_loss, False
+        try:
+            super().__init__(
+                model=model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                peft_config=peft_config,
+                **_supported_sft_arguments(
+                    compute_loss_func=compute_loss_func,
+                    optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                    quantization_config=quantization_config,
+                ),
+            )
+        finally:
+            args.assistant_only_loss = assistant_only_loss
         _check_vocabulary(self.model, _tokenizer_of(self.processing_class), "student")
 
         self.teacher_processing_class = teacher_processing_class
@@ -274,17 +280,13 @@ class ULDTrainer(SFTTrainer):
                 dataset_name=name,
             )
         with self.args.main_process_first(desc=f"ULD tokenization of the {name} dataset"):
-            return prepare_uld_dataset(
+            return prepare_uld_dataset_for(
                 dataset,
                 _tokenizer_of(self.processing_class),
                 self.teacher_processing_class and _tokenizer_of(self.teacher_processing_class),
-                max_length=self.args.max_length,
-                num_proc=self.args.dataset_num_proc,
-                dataset_text_field=self.args.dataset_text_field,
-                formatting_func=self._uld_formatting_func,
+                self.args,
                 dataset_name=name,
-                alignment=self.args.uld_alignment,
-                pair_trailing_textless=not (self.args.uld_skip_student_eos or self.args.uld_skip_teacher_eos),
+                formatting_func=self._uld_formatting_func,
             )
 
     def _set_signature_columns_if_needed(self):
@@ -292,6 +294,7 @@ class ULDTrainer(SFTTrainer):
         if self._signature_columns is None:
             self._signature_columns = [
                 *PREPARED_COLUMNS,
+                "completion_mask",
                 *ALIGNMENT_COLUMNS,
                 *CACHE_COLUMNS,
                 # The cache collator checks that the rows of a batch keep the same number of probabilities.
@@ -307,14 +310,24 @@ class ULDTrainer(SFTTrainer):
             eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
 
+    @staticmethod
+    def _compared_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The student's labels of the tokens ULD compares (the cross-entropy may cover more; see `uld_data`)."""
+        if "completion_mask" not in batch:
+            return batch["labels"]
+        return batch["labels"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+
     def _token_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Completion tokens the cross-entropy scores and terms the ULD sum adds up (aligned tokens or groups)."""
+        """Tokens the cross-entropy scores and terms the ULD sum adds up (aligned tokens or groups)."""
         labels = batch["labels"]
         if self.args.uld_alignment == "offsets":
             num_aligned = count_aligned_groups(batch["uld_groups"], batch["teacher_uld_groups"]).sum()
         else:
             num_aligned = count_aligned_tokens(
-                labels, batch["teacher_labels"], self.args.uld_skip_student_eos, self.args.uld_skip_teacher_eos
+                self._compared_labels(batch),
+                batch["teacher_labels"],
+                self.args.uld_skip_student_eos,
+                self.args.uld_skip_teacher_eos,
             ).sum()
         return torch.stack([(labels[:, 1:] != IGNORE_INDEX).sum().cpu(), num_aligned.cpu()])
 
@@ -358,7 +371,7 @@ class ULDTrainer(SFTTrainer):
             return offsets_uld_loss(
                 student_logits,
                 teacher,
-                inputs["labels"],
+                self._compared_labels(inputs),
                 teacher_labels,
                 inputs["uld_groups"],
                 inputs["teacher_uld_groups"],
@@ -369,7 +382,7 @@ class ULDTrainer(SFTTrainer):
         return uld_loss(
             student_logits,
             teacher,
-            inputs["labels"],
+            self._compared_labels(inputs),
             teacher_labels,
             skip_student_eos=self.args.uld_skip_student_eos,
             skip_teacher_eos=self.args.uld_skip_teacher_eos,
