@@ -430,3 +430,192 @@ def test_student_only_token_ids_are_refused_with_the_reason(tmp_path):
             processing_class=student_tokenizer(),
             **_teacher(),
         )
+
+
+# ------------------------------------------------------------------------------------------------ no silent settings
+
+# Each of SFTConfig's own fields, and what ULD does with it. A TRL release that adds a field fails
+# `test_every_sft_config_field_is_accounted_for` until it is decided here.
+SFT_FIELDS = {
+    "model_init_kwargs": "works (student; the teacher too unless teacher_model_init_kwargs)",
+    "trust_remote_code": "works",
+    "router_aux_loss_coef": "works",
+    "chat_template_path": "works (student)",
+    "dataset_text_field": "works",
+    "dataset_kwargs": "works (skip_prepare_dataset is always set: ULD prepares both sides)",
+    "dataset_num_proc": "works",
+    "eos_token": "works (student)",
+    "max_length": "works (each side)",
+    "truncation_mode": "refused: keep_end",
+    "shuffle_dataset": "works",
+    "packing": "refused",
+    "packing_strategy": "only with packing",
+    "padding_free": "refused",
+    "pad_to_multiple_of": "works",
+    "eval_packing": "refused",
+    "completion_only_loss": "works",
+    "assistant_only_loss": "works",
+    "loss_type": "refused: dft",
+    "activation_offloading": "works",
+    "pad_token": "works",
+}
+REFUSED = {
+    "truncation_mode": "keep_end",
+    "packing": True,
+    "padding_free": True,
+    "eval_packing": True,
+    "loss_type": "dft",
+}
+
+
+def test_every_sft_config_field_is_accounted_for():
+    import dataclasses
+
+    base = {item.name for item in dataclasses.fields(TrainingArguments)}
+    own = {item.name for item in dataclasses.fields(SFTConfig)} - base
+    assert own == set(SFT_FIELDS)
+
+
+@pytest.mark.parametrize(("name", "value"), list(REFUSED.items()))
+def test_unsupported_sft_settings_are_refused_when_the_config_is_built(tmp_path, name, value):
+    with pytest.raises(ValueError, match=name):
+        make_config(tmp_path, **{name: value})
+
+
+def test_label_smoothing_applies_to_the_cross_entropy_term(tmp_path):
+    losses = []
+    for factor in (0.0, 0.2):
+        trainer = ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path, label_smoothing_factor=factor),
+            train_dataset=prompt_completion_dataset(4),
+            processing_class=student_tokenizer(),
+            **_teacher(),
+        )
+        loss, batch = _loss_on_first_batch(trainer)
+        losses.append(loss.item())
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    log_probs = logits[:, :-1][mask].double().log_softmax(-1)
+    nll = -log_probs.gather(1, batch["labels"][:, 1:][mask][:, None]).mean()
+    uniform = -log_probs.mean(dim=-1).mean()
+    # (1 - ε)·NLL + ε·(cross-entropy against the uniform distribution), ULD unchanged.
+    assert losses[1] - losses[0] == pytest.approx((0.2 * (uniform - nll)).item(), rel=1e-4, abs=1e-6)
+
+
+def _tiny_moe_student():
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(
+        vocab_size=len(student_tokenizer()),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return MixtralForCausalLM(config)
+
+
+def test_moe_router_aux_loss_is_added_as_sft_adds_it(tmp_path):
+    trainer = ULDTrainer(
+        _tiny_moe_student(),
+        make_config(tmp_path, router_aux_loss_coef=0.5),
+        train_dataset=prompt_completion_dataset(4),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    with_aux, batch = _loss_on_first_batch(trainer)
+    with torch.no_grad():
+        aux = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True
+        ).aux_loss
+    trainer.aux_loss_enabled = False
+    without_aux, _ = _loss_on_first_batch(trainer)
+    assert aux.item() > 0
+    assert (with_aux - without_aux).item() == pytest.approx(0.5 * aux.item(), rel=1e-4)
+    trainer.aux_loss_enabled = True
+    logs = _train_logs(trainer)
+    assert all(log["aux_loss"] > 0 for log in logs)
+
+
+def test_pad_token_and_shuffle_dataset_apply(tmp_path):
+    student = copy.deepcopy(student_tokenizer())
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path, pad_token="!", shuffle_dataset=True, seed=3),
+        train_dataset=prompt_completion_dataset(6),
+        processing_class=student,
+        **_teacher(),
+    )
+    assert (
+        trainer.processing_class.pad_token == "!"
+        and trainer.data_collator.pad_token_id == student.convert_tokens_to_ids("!")
+    )
+    order = [student.decode(row["input_ids"]).split(" ")[0] for row in trainer.train_dataset]
+    assert sorted(order) == sorted(prompt.split(" ")[0] for prompt in PROMPTS) and order != [
+        p.split(" ")[0] for p in PROMPTS
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------- SFT metrics
+
+
+def test_sft_metrics_are_logged_in_train_and_eval(tmp_path):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path, eval_strategy="steps", eval_steps=2),
+        train_dataset=prompt_completion_dataset(4),
+        eval_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    logs = _train_logs(trainer)
+    eval_logs = [log for log in trainer.state.log_history if "eval_loss" in log]
+    vocab = len(student_tokenizer())
+    for log, prefix in [(log, "") for log in logs] + [(log, "eval_") for log in eval_logs]:
+        assert 0.0 <= log[f"{prefix}mean_token_accuracy"] <= 1.0
+        assert 0.0 < log[f"{prefix}entropy"] <= math.log(vocab) + 1e-4
+    # Every student token of the 4 training samples, once each over the 2 steps.
+    assert logs[-1]["num_tokens"] == sum(len(row["input_ids"]) for row in trainer.train_dataset)
+    assert eval_logs[-1]["eval_num_tokens"] == logs[-1]["num_tokens"]
+
+    # The eval numbers against a direct computation on the one eval batch.
+    batch = trainer.data_collator([trainer.eval_dataset[i] for i in range(2)])
+    trainer.model.eval()
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    predicted = logits[:, :-1][mask].double()
+    accuracy = (predicted.argmax(-1) == batch["labels"][:, 1:][mask]).double().mean()
+    entropy = -(predicted.softmax(-1) * predicted.log_softmax(-1)).sum(-1).mean()
+    metrics = trainer.evaluate()
+    assert metrics["eval_mean_token_accuracy"] == pytest.approx(accuracy.item(), abs=1e-9)
+    assert metrics["eval_entropy"] == pytest.approx(entropy.item(), rel=1e-5)
+
+
+def test_metric_for_best_model_can_be_an_sft_metric(tmp_path):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(
+            tmp_path,
+            eval_strategy="steps",
+            eval_steps=1,
+            save_strategy="steps",
+            save_steps=1,
+            metric_for_best_model="eval_mean_token_accuracy",
+            greater_is_better=True,
+            load_best_model_at_end=True,
+        ),
+        train_dataset=prompt_completion_dataset(4),
+        eval_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    trainer.train()
+    assert trainer.state.best_metric is not None and trainer.state.best_model_checkpoint is not None

@@ -475,10 +475,17 @@ def prepare_uld_dataset_for(
 ) -> Dataset | IterableDataset:
     """
     [`prepare_uld_dataset`] with the data settings of a [`ULDConfig`] `args` (`max_length`, `dataset_num_proc`,
-    `dataset_text_field`, `completion_only_loss`, `assistant_only_loss`, `uld_alignment`, `uld_skip_*_eos`): the
-    preparation of [`ULDTrainer`], shared with `eurobert-hf distill`, which caches the teacher on it.
+    `dataset_text_field`, `completion_only_loss`, `assistant_only_loss`, `uld_alignment`, `uld_skip_*_eos`,
+    `shuffle_dataset` with `seed`): the preparation of [`ULDTrainer`], shared with `eurobert-hf distill`, which caches
+    the teacher on it.
     """
-    return prepare_uld_dataset(
+    if formatting_func is not None and args.completion_only_loss:
+        raise ValueError(
+            "`formatting_func` turns every sample into one text, which has no completion, so it cannot be combined "
+            "with `completion_only_loss=True` (as in SFT). Leave `completion_only_loss` unset, or format the dataset "
+            "into `prompt` and `completion` columns instead."
+        )
+    dataset = prepare_uld_dataset(
         dataset,
         tokenizer,
         teacher_tokenizer,
@@ -492,6 +499,7 @@ def prepare_uld_dataset_for(
         completion_only_loss=args.completion_only_loss,
         assistant_only_loss=args.assistant_only_loss,
     )
+    return dataset.shuffle(seed=args.seed) if args.shuffle_dataset else dataset
 
 
 def count_aligned_tokens(

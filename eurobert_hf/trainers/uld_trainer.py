@@ -56,6 +56,22 @@ def _check_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         )
 
 
+# What `compute_loss` adds up per micro-batch (over all processes) for the logged means: the CE and ULD sums and the
+# token counts that divide them, the correctly predicted tokens, the entropy sum, the MoE aux loss (summed over
+# micro-batches), the micro-batches and the input tokens (attention mask).
+_METRIC_SUMS = (
+    "ce_sum",
+    "uld_sum",
+    "ce_count",
+    "uld_count",
+    "correct",
+    "entropy_sum",
+    "aux_sum",
+    "micro_batches",
+    "num_tokens",
+)
+
+
 def _supported_sft_arguments(**arguments: Any) -> dict[str, Any]:
     """The given `SFTTrainer` arguments that the installed TRL accepts; one it lacks may only be left unset."""
     accepted = inspect.signature(SFTTrainer.__init__).parameters
@@ -75,7 +91,10 @@ class ULDTrainer(SFTTrainer):
     keyword arguments `teacher_model` and `teacher_processing_class` (or `args.teacher_model_name_or_path`). Each sample
     is tokenized for both models, each rendering the prompt its own way (see `eurobert_hf.trainers.uld_data`), and the
     loss is `uld_crossentropy_weight · CE + uld_distillation_weight · ULD`, normalised by token counts of the whole
-    optimizer step (see [`ULDConfig`]). Train and eval logs report both terms as `ce_loss` and `uld_loss`.
+    optimizer step (see [`ULDConfig`]). As in SFT, `label_smoothing_factor` applies to the cross-entropy and an MoE
+    student's router load-balancing loss is added (`router_aux_loss_coef`). Train and eval logs report both terms as
+    `ce_loss` and `uld_loss`, next to SFT's `mean_token_accuracy`, `entropy` and `num_tokens` (and `aux_loss`), so
+    `metric_for_best_model="eval_mean_token_accuracy"` works.
 
     Args:
         model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -98,7 +117,7 @@ class ULDTrainer(SFTTrainer):
             Replaces the cross-entropy term: called as `compute_loss_func(outputs, labels, num_items_in_batch=...)` with
             the student's outputs, its (unshifted) labels and, in training, the number of predicted completion tokens
             of the whole optimizer step; its result is weighted by `uld_crossentropy_weight` and the ULD term is added.
-            The logged `ce_loss` stays the plain cross-entropy.
+            The logged `ce_loss` stays the cross-entropy.
         compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics:
             As in [`~trl.SFTTrainer`].
         quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
@@ -189,6 +208,13 @@ class ULDTrainer(SFTTrainer):
                 )
             processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
         tokenizer = _tokenizer_of(processing_class)
+        if args.pad_token is not None:
+            if args.pad_token not in tokenizer.get_vocab():
+                raise ValueError(
+                    f"`pad_token={args.pad_token!r}` is not in the student tokenizer's vocabulary; pass one of its "
+                    "tokens."
+                )
+            tokenizer.pad_token = args.pad_token
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(
@@ -247,7 +273,8 @@ class ULDTrainer(SFTTrainer):
         # Trainer must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
         self._num_aligned_in_batch = None
-        self._uld_totals = {"train": torch.zeros(4, dtype=torch.float64), "eval": torch.zeros(4, dtype=torch.float64)}
+        self._uld_totals = {mode: torch.zeros(len(_METRIC_SUMS), dtype=torch.float64) for mode in ("train", "eval")}
+        self._num_train_tokens = 0
 
     def _prepare_teacher(self, teacher_model: PreTrainedModel) -> torch.nn.Module:
         teacher_model.eval()
@@ -394,12 +421,20 @@ class ULDTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         labels = inputs["labels"]
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        # An MoE student returns its router load-balancing loss when asked, as in SFT.
+        aux_loss_enabled = getattr(self, "aux_loss_enabled", False)
+        router_kwargs = {"output_router_logits": True} if aux_loss_enabled else {}
+        outputs = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False, **router_kwargs
+        )
         predicted = labels[:, 1:] != IGNORE_INDEX
         predicted_logits = outputs.logits[:, :-1][predicted]
         # At least float32, like the ULD term, whatever the model's dtype.
         predicted_logits = predicted_logits.to(torch.promote_types(predicted_logits.dtype, torch.float32))
-        ce_sum = F.cross_entropy(predicted_logits, labels[:, 1:][predicted], reduction="sum")
+        targets = labels[:, 1:][predicted]
+        ce_sum = F.cross_entropy(
+            predicted_logits, targets, reduction="sum", label_smoothing=self.args.label_smoothing_factor
+        )
         uld_sum = self._uld_sum(outputs.logits, inputs)
 
         local_counts = self._token_counts(inputs).to(ce_sum.device)
@@ -417,18 +452,56 @@ class ULDTrainer(SFTTrainer):
             ce = ce_sum / torch.as_tensor(ce_count, device=ce_sum.device).clamp(min=1)
         uld = uld_sum / torch.as_tensor(uld_count, device=uld_sum.device).clamp(min=1)
         loss = (self.args.uld_crossentropy_weight * ce + self.args.uld_distillation_weight * uld) * world_scale
+        aux_loss = None
+        if aux_loss_enabled:
+            # A per-micro-batch mean, which DDP averages across processes: spread over the accumulation steps when the
+            # Trainer leaves their averaging to the loss (it does when `num_items_in_batch` is given).
+            steps = (
+                self.current_gradient_accumulation_steps if mode == "train" and num_items_in_batch is not None else 1
+            )
+            aux_loss = outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * aux_loss / steps
 
-        totals = torch.cat([torch.stack([ce_sum.detach(), uld_sum.detach().to(ce_sum.device)]), local_counts]).double()
-        self._uld_totals[mode] += self.accelerator.gather(totals).view(-1, 4).sum(dim=0).cpu()
+        self._record_metrics(mode, inputs, predicted_logits, targets, ce_sum, uld_sum, local_counts, aux_loss)
         return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _record_metrics(self, mode, inputs, predicted_logits, targets, ce_sum, uld_sum, counts, aux_loss) -> None:
+        """Adds this micro-batch's sums, over all processes, to the totals that `log` turns into means."""
+        predicted_logits = predicted_logits.detach()
+        log_probs = predicted_logits.log_softmax(dim=-1)
+        entropy_sum = -(log_probs.exp() * log_probs).sum()
+        correct = (predicted_logits.argmax(dim=-1) == targets).sum()
+        device = ce_sum.device
+        sums = torch.stack(
+            [
+                ce_sum.detach(),
+                uld_sum.detach().to(device),
+                *counts.to(device),
+                correct.to(device),
+                entropy_sum.to(device),
+                (aux_loss.detach() if aux_loss is not None else torch.zeros((), device=device)).to(device),
+                torch.ones((), device=device),
+                inputs["attention_mask"].sum().to(device),
+            ]
+        ).double()
+        sums = self.accelerator.gather(sums).view(-1, len(_METRIC_SUMS)).sum(dim=0).cpu()
+        self._uld_totals[mode] += sums
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        ce_sum, uld_sum, ce_count, uld_count = self._uld_totals[mode].tolist()
-        if ce_count > 0:
+        totals = dict(zip(_METRIC_SUMS, self._uld_totals[mode].tolist()))
+        if mode == "train":
+            self._num_train_tokens += int(totals["num_tokens"])
+        if totals["ce_count"] > 0:
             prefix = "eval_" if mode == "eval" else ""
-            logs[f"{prefix}ce_loss"] = ce_sum / ce_count
-            logs[f"{prefix}uld_loss"] = uld_sum / max(uld_count, 1)
+            logs[f"{prefix}ce_loss"] = totals["ce_sum"] / totals["ce_count"]
+            logs[f"{prefix}uld_loss"] = totals["uld_sum"] / max(totals["uld_count"], 1)
+            logs[f"{prefix}mean_token_accuracy"] = totals["correct"] / totals["ce_count"]
+            logs[f"{prefix}entropy"] = totals["entropy_sum"] / totals["ce_count"]
+            logs[f"{prefix}num_tokens"] = self._num_train_tokens
+            if getattr(self, "aux_loss_enabled", False):
+                logs[f"{prefix}aux_loss"] = totals["aux_sum"] / max(totals["micro_batches"], 1)
         self._uld_totals[mode].zero_()
         super().log(logs, start_time)
 
