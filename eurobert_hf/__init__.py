@@ -25,9 +25,9 @@ register_auto_classes()
 register_peft_defaults()
 
 _LAZY_ATTRIBUTES = {
-    "uld_loss": "eurobert_hf.trainers.uld_loss",
-    "SortedTeacherProbs": "eurobert_hf.trainers.uld_loss",
-    "sort_teacher_probs": "eurobert_hf.trainers.uld_loss",
+    "uld_loss": "eurobert_hf.trainers.uld_losses",
+    "SortedTeacherProbs": "eurobert_hf.trainers.uld_losses",
+    "sort_teacher_probs": "eurobert_hf.trainers.uld_losses",
     "cache_teacher_probs": "eurobert_hf.trainers.teacher_cache",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",

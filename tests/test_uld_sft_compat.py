@@ -98,20 +98,20 @@ def test_compute_loss_func_replaces_the_cross_entropy_term(tmp_path):
         logits = outputs.logits[:, :-1].flatten(0, 1)
         return 3.0 * F.cross_entropy(logits, labels[:, 1:].flatten(), reduction="mean")
 
-    trainer = ULDTrainer(
-        tiny_student(),
-        make_config(tmp_path),
-        train_dataset=prompt_completion_dataset(4),
-        processing_class=student_tokenizer(),
-        compute_loss_func=scaled_ce,
-        **_teacher(),
-    )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    trainer.model.eval()
+    losses = []
+    for compute_loss_func in (scaled_ce, None):
+        trainer = ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path),
+            train_dataset=prompt_completion_dataset(4),
+            processing_class=student_tokenizer(),
+            compute_loss_func=compute_loss_func,
+            **_teacher(),
+        )
+        loss, batch = _loss_on_first_batch(trainer)
+        losses.append(loss)
+    with_func, plain = losses
     with torch.no_grad():
-        with_func = trainer.compute_loss(trainer.model, dict(batch))
-        trainer.compute_loss_func = None
-        plain = trainer.compute_loss(trainer.model, dict(batch))
         logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
     # Same ULD term; the cross-entropy term is the function's value instead.
@@ -450,7 +450,7 @@ SFT_FIELDS = {
     "shuffle_dataset": "works",
     "packing": "refused",
     "packing_strategy": "only with packing",
-    "padding_free": "refused",
+    "padding_free": "works (student; the teacher stays padded)",
     "pad_to_multiple_of": "works",
     "eval_packing": "refused",
     "completion_only_loss": "works",
@@ -462,7 +462,6 @@ SFT_FIELDS = {
 REFUSED = {
     "truncation_mode": "keep_end",
     "packing": True,
-    "padding_free": True,
     "eval_packing": True,
     "loss_type": "dft",
 }

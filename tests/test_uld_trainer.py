@@ -71,6 +71,10 @@ def test_public_names_are_exported_lazily():
 
     assert eurobert_hf.ULDConfig is ULDConfig and eurobert_hf.ULDTrainer is ULDTrainer
     assert {"ULDConfig", "ULDTrainer", "uld_loss"} <= set(eurobert_hf.trainers.__all__)
+    # The loss module is imported by now; the name still gives the function, not the module.
+    from eurobert_hf.trainers import uld_loss, uld_losses
+
+    assert callable(uld_loss) and uld_loss is uld_losses.uld_loss is eurobert_hf.uld_loss
 
 
 def test_config_defaults_follow_the_paper(tmp_path):
@@ -99,7 +103,7 @@ def test_config_parses_teacher_init_kwargs_from_json(tmp_path):
         ({"uld_top_k": 0}, "uld_top_k"),
         ({"uld_alignment": "offsets"}, "set `uld_top_k`"),
         ({"packing": True}, "Packing"),
-        ({"padding_free": True}, "padding_free"),
+        ({"padding_free": True, "pad_to_multiple_of": 8}, "padding_free"),
         ({"max_length": 1}, "max_length"),
     ],
 )
@@ -393,6 +397,39 @@ def test_gradient_accumulation_does_not_change_loss_or_gradients(tmp_path, align
         scale = update.abs().max().item()
         assert scale > 0, name
         assert (updates_split[name] - update).abs().max().item() <= 1e-6 * scale, name
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, OFFSETS, {"completion_only_loss": False}], ids=["positional", "offsets", "completion_mask"]
+)
+def test_padding_free_gives_the_padded_loss_and_gradients(tmp_path, overrides):
+    log_padded, updates_padded = _one_sgd_step(tmp_path / "a", batch_size=4, accumulation=1, **overrides)
+    log_free, updates_free = _one_sgd_step(
+        tmp_path / "b", batch_size=4, accumulation=1, padding_free=True, **overrides
+    )
+    assert log_padded["uld_loss"] > 0.1
+    for key in ("loss", "ce_loss", "uld_loss", "mean_token_accuracy", "num_tokens"):
+        assert log_free[key] == pytest.approx(log_padded[key], rel=1e-6), key
+    for name, update in updates_padded.items():
+        scale = update.abs().max().item()
+        assert scale > 0, name
+        assert (updates_free[name] - update).abs().max().item() <= 1e-6 * scale, name
+
+
+def test_padding_free_batches_concatenate_the_students_samples():
+    collator = ULDDataCollator(pad_token_id=7, teacher_pad_token_id=9, padding_free=True)
+    batch = collator(
+        [
+            {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "teacher_input_ids": [4], "teacher_labels": [4]},
+            {"input_ids": [5, 6], "labels": [5, 6], "teacher_input_ids": [6, 6], "teacher_labels": [-100, 6]},
+        ]
+    )
+    assert "attention_mask" not in batch
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 5, 6]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # The first token of a sample is never predicted: the logits before it belong to the previous sample.
+    assert batch["labels"].tolist() == [[-100, 2, 3, -100, 6]]
+    assert batch["teacher_input_ids"].tolist() == [[4, 9], [6, 6]]
 
 
 def test_training_on_a_complete_teacher_cache_matches_the_live_teacher(tmp_path):

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from datasets import Dataset
 from huggingface_hub import ModelCard
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig, get_peft_config
 
 from ..metrics import RougeL, TokenF1
 from ..trainers import ULDConfig, ULDTrainer
 from ..trainers.teacher_cache import cache_teacher_probs
 from ..trainers.uld_data import _message_text, prepare_uld_dataset_for  # as ULD training renders chat without template
+from ..trainers.uld_trainer import load_teacher_model
 from .common import (
     CommandError,
     DataArguments,
@@ -207,14 +208,6 @@ def _generation_metrics(
     }
 
 
-def _load_teacher(name_or_path: str, training_args: ULDConfig, dtype: str | None) -> PreTrainedModel:
-    kwargs = dict(training_args.teacher_model_init_kwargs or {})
-    kwargs.setdefault("dtype", getattr(torch, dtype) if dtype and dtype != "auto" else torch.float32)
-    kwargs.setdefault("trust_remote_code", training_args.trust_remote_code)
-    # On the training device, so that answer generation and the teacher cache run on the accelerator too.
-    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(training_args.device).eval()
-
-
 def _cached(
     dataset: Dataset | None,
     name: str,
@@ -267,7 +260,16 @@ def run(argv: Sequence[str]) -> int:
     need_completion = not args.generate_teacher_answers
     train_data = _normalise_columns(train_data, args, need_completion)
     eval_data = _normalise_columns(eval_data, args, need_completion)
-    teacher = _load_teacher(teacher_name, training_args, model_args.dtype)
+    # The student's loading options; the teacher loads with them too unless `--teacher_model_init_kwargs` is given.
+    training_args.model_init_kwargs = {
+        "dtype": model_args.dtype,
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "trust_remote_code": remote,
+        **(training_args.model_init_kwargs or {}),
+    }
+    # On the training device, so that answer generation and the teacher cache run on the accelerator too.
+    teacher = load_teacher_model(teacher_name, training_args).to(training_args.device).eval()
     # Consumed here: the trainer gets the loaded teacher and would warn that they are ignored.
     training_args.teacher_model_init_kwargs = None
     if args.generate_teacher_answers:
@@ -285,13 +287,6 @@ def run(argv: Sequence[str]) -> int:
         note("no evaluation data (pass `--eval_file`, `--eval_split` or `--eval_split_size`): evaluation is off.")
         training_args.eval_strategy = "no"
 
-    training_args.model_init_kwargs = {
-        "dtype": model_args.dtype,
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "trust_remote_code": remote,
-        **(training_args.model_init_kwargs or {}),
-    }
     trainer = ULDTrainer(
         model=model_args.model_name_or_path,
         teacher_model=teacher,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from datasets import Dataset, IterableDataset, Sequence, Value
 
-from .uld_loss import SortedTeacherProbs, sort_teacher_probs
+from .uld_losses import SortedTeacherProbs, sort_teacher_probs
 
 __all__ = [
     "CACHE_COLUMNS",

@@ -84,8 +84,10 @@ class ULDConfig(SFTConfig):
     - `completion_only_loss=False` (prompt–completion data) and `assistant_only_loss=False` (`messages` data, SFT's
       default) extend the student's cross-entropy beyond what ULD compares: ULD always compares the completion, or
       every assistant turn, which is the text both models share.
-    - `packing`, `padding_free`, `loss_type="dft"` and `truncation_mode="keep_end"` are refused: ULD pairs the
-      completion tokens of each sample, which needs one unpacked, padded sample per row.
+    - `padding_free=True` concatenates the student's samples of a batch into one row (the teacher's stay padded);
+      the loss and the alignment stay per sample, so it gives the padded loss and gradients.
+    - `packing`, `loss_type="dft"` and `truncation_mode="keep_end"` are refused: packing cuts and joins samples
+      across rows, while ULD pairs the completion tokens of each whole sample with the teacher's.
 
     > [!NOTE]
     > Like [`~trl.SFTConfig`], `bf16` defaults to `True` and `gradient_checkpointing` to `True`; set them explicitly on
@@ -208,13 +210,14 @@ class ULDConfig(SFTConfig):
     def _validate_data_fields(self) -> None:
         if self.packing or self.eval_packing:
             raise ValueError(
-                "Packing is not supported by ULD: the loss pairs the completion tokens of each sample with the "
-                "teacher's, which needs one sample per row. Set `packing=False` and `eval_packing=False`."
+                "Packing is not supported by ULD: it cuts and joins samples across rows, while the loss pairs the "
+                "completion tokens of each whole sample with the teacher's. Set `packing=False` and "
+                "`eval_packing=False`; `padding_free=True` removes the padding of the student's batches instead."
             )
-        if self.padding_free:
+        if self.padding_free and self.pad_to_multiple_of:
             raise ValueError(
-                "`padding_free=True` is not supported by ULD: the student and the teacher see differently tokenized "
-                "rows that are padded side by side. Set `padding_free=False`."
+                "`padding_free=True` concatenates the student's samples without padding, so `pad_to_multiple_of` has "
+                "nothing to pad. Unset one of them."
             )
         if self.loss_type != "nll":
             raise ValueError(f"`loss_type={self.loss_type!r}` is not supported by ULD; use `loss_type='nll'`.")

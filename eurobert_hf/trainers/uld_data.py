@@ -43,7 +43,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import maybe_convert_to_chatml
 
 from .uld_alignment import ALIGNMENT_COLUMNS, align_completion_tokens, pad_alignment_groups
-from .uld_loss import aligned_token_counts
+from .uld_losses import aligned_token_counts
 
 logger = logging.getLogger(__name__)
 
@@ -539,12 +539,24 @@ class ULDDataCollator:
             The teacher's padding id (any id works: padded positions are masked out).
         pad_to_multiple_of (`int`, *optional*):
             Pad each side's length to a multiple of this value.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Concatenate the student's samples into one row without padding, with `position_ids` restarting at 0 at
+            each sample (no `attention_mask`: transformers keeps the samples apart from the `position_ids`), as SFT's
+            `padding_free`. The first label of each sample is `-100`, since the logits before it belong to the previous
+            sample. The teacher's side stays padded, one sample per row.
     """
 
-    def __init__(self, pad_token_id: int, teacher_pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        pad_token_id: int,
+        teacher_pad_token_id: int,
+        pad_to_multiple_of: int | None = None,
+        padding_free: bool = False,
+    ):
         self.pad_token_id = pad_token_id
         self.teacher_pad_token_id = teacher_pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding_free = padding_free
 
     def _length(self, sequences: list[list[int]]) -> int:
         length = max(len(sequence) for sequence in sequences)
@@ -563,10 +575,50 @@ class ULDDataCollator:
         if "completion_mask" in examples[0]:
             masks = [example["completion_mask"] for example in examples]
             batch["completion_mask"] = _pad(masks, 0, batch["input_ids"].shape[1])
+        if self.padding_free:
+            del batch["attention_mask"]
+            batch.update(self._concatenated_student(examples))
         for column in ALIGNMENT_COLUMNS:
             if column in examples[0]:
                 batch[column] = pad_alignment_groups([example[column] for example in examples])
         return batch
+
+    @staticmethod
+    def _concatenated_student(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        def concatenated(column: str, first: int | None = None) -> torch.Tensor:
+            rows = [example[column] if first is None else [first, *example[column][1:]] for example in examples]
+            return torch.tensor([[value for row in rows for value in row]], dtype=torch.long)
+
+        student = {
+            "input_ids": concatenated("input_ids"),
+            "labels": concatenated("labels", first=IGNORE_INDEX),
+            "position_ids": torch.tensor([[i for example in examples for i in range(len(example["input_ids"]))]]),
+        }
+        if "completion_mask" in examples[0]:
+            student["completion_mask"] = concatenated("completion_mask", first=0)
+        return student
+
+
+def unpack_padding_free(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
+    """
+    The student's side of a padding-free batch (see [`ULDDataCollator`]) as padded rows, one sample each: returns the
+    batch with `labels`, `completion_mask` and `attention_mask` of shape `(samples, longest sample)`, and the index
+    and validity mask that map the concatenated positions to those rows (None, None for a padded batch).
+    """
+    if "position_ids" not in batch or "attention_mask" in batch:
+        return batch, None, None
+    position_ids = batch["position_ids"][0]
+    starts = (position_ids == 0).nonzero().flatten()
+    lengths = torch.diff(starts, append=starts.new_tensor([position_ids.numel()]))
+    offsets = torch.arange(int(lengths.max()), device=position_ids.device)
+    valid = offsets[None, :] < lengths[:, None]
+    index = (starts[:, None] + offsets[None, :]).clamp(max=position_ids.numel() - 1)
+    unpacked = {key: value for key, value in batch.items() if key != "position_ids"}
+    unpacked["attention_mask"] = valid.long()
+    unpacked["labels"] = batch["labels"][0][index].masked_fill(~valid, IGNORE_INDEX)
+    if "completion_mask" in batch:
+        unpacked["completion_mask"] = batch["completion_mask"][0][index] * valid
+    return unpacked, index, valid
 
 
 __all__ = [
@@ -576,4 +628,5 @@ __all__ = [
     "prepare_uld_dataset_for",
     "split_messages",
     "tokenize_prompt_completion",
+    "unpack_padding_free",
 ]

@@ -1,6 +1,7 @@
 """`ULDTrainer`: TRL's `SFTTrainer` with Universal Logit Distillation from a teacher with another tokenizer."""
 
 import inspect
+import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     ProcessorMixin,
+    Trainer,
     TrainerCallback,
     TrainingArguments,
 )
@@ -27,8 +29,15 @@ from ..hub.cards import ULD_CITATION, render_uld_model_card, training_hyperparam
 from .teacher_cache import CACHE_COLUMNS, TeacherCacheCollator, check_teacher_cache, teacher_probs_from_batch
 from .uld_alignment import ALIGNMENT_COLUMNS, count_aligned_groups, offsets_uld_loss
 from .uld_config import ULDConfig
-from .uld_data import IGNORE_INDEX, PREPARED_COLUMNS, ULDDataCollator, count_aligned_tokens, prepare_uld_dataset_for
-from .uld_loss import uld_loss
+from .uld_data import (
+    IGNORE_INDEX,
+    PREPARED_COLUMNS,
+    ULDDataCollator,
+    count_aligned_tokens,
+    prepare_uld_dataset_for,
+    unpack_padding_free,
+)
+from .uld_losses import uld_loss
 
 logger = logging.get_logger(__name__)
 
@@ -79,6 +88,26 @@ def _supported_sft_arguments(**arguments: Any) -> dict[str, Any]:
         if name not in accepted and value is not None:
             raise TypeError(f"`{name}` needs a TRL whose `SFTTrainer` accepts it; the installed TRL's does not.")
     return {name: value for name, value in arguments.items() if name in accepted}
+
+
+def load_teacher_model(name_or_path: str, args: ULDConfig) -> PreTrainedModel:
+    """
+    Loads the teacher as [`ULDTrainer`] (and `eurobert-hf distill`) do: with `args.teacher_model_init_kwargs`, else
+    with the student's `args.model_init_kwargs` minus its `revision` (which names a version of the student's
+    repository); `dtype` defaults to `float32` and `trust_remote_code` to `args.trust_remote_code`.
+    """
+    if args.teacher_model_init_kwargs is not None:
+        init_kwargs = dict(args.teacher_model_init_kwargs)
+    else:
+        init_kwargs = {key: value for key, value in (args.model_init_kwargs or {}).items() if key != "revision"}
+    dtype = init_kwargs.pop("dtype", init_kwargs.pop("torch_dtype", None)) or torch.float32
+    init_kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **init_kwargs)
+
+
+# transformers >= 5.19 reads `loss_is_scaled_for_ga`, and TRL's trainers translate it for older transformers.
+_HONOURS_LOSS_IS_SCALED_FOR_GA = any("loss_is_scaled_for_ga" in vars(base) for base in SFTTrainer.__mro__)
 
 
 class ULDTrainer(SFTTrainer):
@@ -140,6 +169,9 @@ class ULDTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "uld", "distillation"]
+    # `compute_loss` normalises by the token counts of the whole optimizer step (see `_get_num_items_in_batch`), so the
+    # Trainer must not divide the loss by the number of accumulation steps again.
+    loss_is_scaled_for_ga = True
     _name = "ULD"
     _paper = {
         "title": "Towards Cross-Tokenizer Distillation: the Universal Logit Distillation Loss for LLMs",
@@ -187,7 +219,7 @@ class ULDTrainer(SFTTrainer):
         # Without a teacher, every dataset must carry a teacher cache (checked when the datasets are prepared).
         if teacher_model is not None:
             if isinstance(teacher_model, str):
-                teacher_model = self._load_teacher(teacher_model, args)
+                teacher_model = load_teacher_model(teacher_model, args)
             elif args.teacher_model_init_kwargs:
                 logger.warning("`teacher_model_init_kwargs` is ignored: the teacher is already instantiated.")
             if teacher_processing_class is None:
@@ -227,13 +259,16 @@ class ULDTrainer(SFTTrainer):
                 pad_token_id=tokenizer.pad_token_id,
                 teacher_pad_token_id=_pad_token_id(teacher_processing_class),
                 pad_to_multiple_of=args.pad_to_multiple_of,
+                padding_free=args.padding_free,
             )
             if teacher_model is None:
                 data_collator = TeacherCacheCollator(data_collator)
 
         # SFT handles `assistant_only_loss` in its own dataset preparation (it swaps in a student chat template with
-        # generation markers), which ULD replaces: the flag is read by `prepare_uld_dataset` instead.
+        # generation markers) and `padding_free` with its own collator, both of which ULD replaces: the flags are read
+        # by `prepare_uld_dataset` and `ULDDataCollator` instead.
         assistant_only_loss, args.assistant_only_loss = args.assistant_only_loss, False
+        padding_free, args.padding_free = args.padding_free, False
         try:
             super().__init__(
                 model=model,
@@ -254,8 +289,11 @@ class ULDTrainer(SFTTrainer):
                 ),
             )
         finally:
-            args.assistant_only_loss = assistant_only_loss
+            args.assistant_only_loss, args.padding_free = assistant_only_loss, padding_free
         _check_vocabulary(self.model, _tokenizer_of(self.processing_class), "student")
+        # Kept apart: on older transformers TRL replaces `self.compute_loss_func` with a marker that switches off the
+        # Trainer's own scaling (see `loss_is_scaled_for_ga`).
+        self._ce_loss_func = compute_loss_func
 
         self.teacher_processing_class = teacher_processing_class
         self._uld_formatting_func = formatting_func
@@ -269,9 +307,10 @@ class ULDTrainer(SFTTrainer):
         elif self.eval_dataset is not None:
             self.eval_dataset = self._prepare_uld_dataset(self.eval_dataset, "eval")
 
-        # `compute_loss` normalises by the token counts of the whole optimizer step (see `get_batch_samples`), so the
-        # Trainer must not divide the loss by the number of accumulation steps again.
-        self.model_accepts_loss_kwargs = True
+        if not _HONOURS_LOSS_IS_SCALED_FOR_GA:
+            # Older transformers and TRL read `loss_is_scaled_for_ga` nowhere: this flag is what stops the Trainer
+            # from dividing the loss by the accumulation steps there.
+            self.model_accepts_loss_kwargs = True
         self._num_aligned_in_batch = None
         self._uld_totals = {mode: torch.zeros(len(_METRIC_SUMS), dtype=torch.float64) for mode in ("train", "eval")}
         self._num_train_tokens = 0
@@ -284,19 +323,6 @@ class ULDTrainer(SFTTrainer):
         if self.is_fsdp_enabled:
             return prepare_fsdp(teacher_model, self.accelerator)
         return self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
-
-    @staticmethod
-    def _load_teacher(name_or_path: str, args: ULDConfig) -> PreTrainedModel:
-        if args.teacher_model_init_kwargs is not None:
-            init_kwargs = dict(args.teacher_model_init_kwargs)
-        else:
-            # The student's loading options (dtype, attention implementation, ...) fit the teacher too, except the
-            # revision, which names a version of the student's repository.
-            init_kwargs = {key: value for key, value in (args.model_init_kwargs or {}).items() if key != "revision"}
-        dtype = init_kwargs.pop("dtype", init_kwargs.pop("torch_dtype", None)) or torch.float32
-        init_kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
-        init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-        return AutoModelForCausalLM.from_pretrained(name_or_path, **init_kwargs)
 
     def _prepare_uld_dataset(self, dataset: Dataset | IterableDataset, name: str) -> Dataset | IterableDataset:
         if self.teacher_model is None:
@@ -346,6 +372,7 @@ class ULDTrainer(SFTTrainer):
 
     def _token_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens the cross-entropy scores and terms the ULD sum adds up (aligned tokens or groups)."""
+        batch, _, _ = unpack_padding_free(batch)
         labels = batch["labels"]
         if self.args.uld_alignment == "offsets":
             num_aligned = count_aligned_groups(batch["uld_groups"], batch["teacher_uld_groups"]).sum()
@@ -358,25 +385,29 @@ class ULDTrainer(SFTTrainer):
             ).sum()
         return torch.stack([(labels[:, 1:] != IGNORE_INDEX).sum().cpu(), num_aligned.cpu()])
 
-    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, torch.Tensor]:
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         """
-        Collects the micro-batches of one optimizer step and counts, over all of them (and over all processes with
-        `average_tokens_across_devices`), the completion tokens of the cross-entropy (returned as
-        `num_items_in_batch`) and the aligned completion tokens of ULD (kept for `compute_loss`).
+        transformers' hook that counts the loss's items over the micro-batches of one optimizer step (and over all
+        processes with `average_tokens_across_devices`): here the predicted tokens of the cross-entropy (returned,
+        the Trainer passes them to `compute_loss` as `num_items_in_batch`) and the terms of the ULD sum (kept for
+        `compute_loss`).
         """
-        batch_samples = []
-        for _ in range(num_batches):
-            try:
-                batch_samples.append(next(epoch_iterator))
-            except StopIteration:
-                break
+        if not batch_samples:
+            return None
         counts = torch.zeros(2, dtype=torch.long, device=device)
         for batch in batch_samples:
             counts += self._token_counts(batch).to(device)
         if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
             counts = self.accelerator.gather(counts).view(-1, 2).sum(dim=0)
         self._num_aligned_in_batch = counts[1]
-        return batch_samples, counts[0]
+        return counts[0]
+
+    if not hasattr(Trainer, "_get_num_items_in_batch"):
+        # Older transformers count inside `get_batch_samples`, without the hook: collect the micro-batches there and
+        # count them with it.
+        def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, Any]:
+            batch_samples = list(itertools.islice(epoch_iterator, num_batches))
+            return batch_samples, self._get_num_items_in_batch(batch_samples, device)
 
     def _uld_sum(self, student_logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The ULD term summed over the aligned tokens (or groups) of the batch."""
@@ -420,22 +451,26 @@ class ULDTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        labels = inputs["labels"]
+        packed_labels = inputs["labels"]
         # An MoE student returns its router load-balancing loss when asked, as in SFT.
         aux_loss_enabled = getattr(self, "aux_loss_enabled", False)
         router_kwargs = {"output_router_logits": True} if aux_loss_enabled else {}
-        outputs = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False, **router_kwargs
-        )
+        # Padding-free batches carry `position_ids` instead of an attention mask (see `ULDDataCollator`).
+        layout = {key: inputs[key] for key in ("attention_mask", "position_ids") if key in inputs}
+        outputs = model(input_ids=inputs["input_ids"], use_cache=False, **layout, **router_kwargs)
+        # The loss and the alignment work on one padded row per sample, whatever the student's layout.
+        inputs, index, _ = unpack_padding_free(inputs)
+        logits = outputs.logits if index is None else outputs.logits[0][index]
+        labels = inputs["labels"]
         predicted = labels[:, 1:] != IGNORE_INDEX
-        predicted_logits = outputs.logits[:, :-1][predicted]
+        predicted_logits = logits[:, :-1][predicted]
         # At least float32, like the ULD term, whatever the model's dtype.
         predicted_logits = predicted_logits.to(torch.promote_types(predicted_logits.dtype, torch.float32))
         targets = labels[:, 1:][predicted]
         ce_sum = F.cross_entropy(
             predicted_logits, targets, reduction="sum", label_smoothing=self.args.label_smoothing_factor
         )
-        uld_sum = self._uld_sum(outputs.logits, inputs)
+        uld_sum = self._uld_sum(logits, inputs)
 
         local_counts = self._token_counts(inputs).to(ce_sum.device)
         if mode == "train" and num_items_in_batch is not None:
@@ -444,9 +479,9 @@ class ULDTrainer(SFTTrainer):
             world_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         else:
             (ce_count, uld_count), world_scale = local_counts, 1
-        if self.compute_loss_func is not None:
-            ce = self.compute_loss_func(
-                outputs, labels, num_items_in_batch=num_items_in_batch if mode == "train" else None
+        if self._ce_loss_func is not None:
+            ce = self._ce_loss_func(
+                outputs, packed_labels, num_items_in_batch=num_items_in_batch if mode == "train" else None
             )
         else:
             ce = ce_sum / torch.as_tensor(ce_count, device=ce_sum.device).clamp(min=1)
@@ -538,10 +573,10 @@ class ULDTrainer(SFTTrainer):
             base_model=None if not base_model or os.path.isdir(base_model) else base_model,
             teacher_model=teacher,
             datasets=None if dataset_name and os.path.exists(dataset_name) else dataset_name,
-            tags=[tags] if isinstance(tags, str) else list(tags or []),
+            tags=[*self._tag_names, *([tags] if isinstance(tags, str) else list(tags or []))],
             hyperparameters=hyperparameters,
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
-__all__ = ["ULDTrainer"]
+__all__ = ["ULDTrainer", "load_teacher_model"]
