@@ -618,3 +618,97 @@ def test_metric_for_best_model_can_be_an_sft_metric(tmp_path):
     )
     trainer.train()
     assert trainer.state.best_metric is not None and trainer.state.best_model_checkpoint is not None
+
+
+# ------------------------------------------------------------------------------------------------------------- PEFT
+
+
+def _peft_configs():
+    from peft import LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+
+    return {
+        "lora": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        "prefix_tuning": PrefixTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM"),
+        "prompt_tuning": PromptTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM"),
+        "p_tuning": PromptEncoderConfig(num_virtual_tokens=3, encoder_hidden_size=16, task_type="CAUSAL_LM"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["lora", "prefix_tuning", "prompt_tuning", "p_tuning"])
+def test_peft_students_train_with_the_masks_shifted_past_virtual_tokens(tmp_path, kind):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path),
+        train_dataset=prompt_completion_dataset(4),
+        eval_dataset=prompt_completion_dataset(2),
+        processing_class=student_tokenizer(),
+        peft_config=_peft_configs()[kind],
+        **_teacher(),
+    )
+    # The cross-entropy term against PEFT's own loss on the same batch (which drops the virtual tokens' positions).
+    batch = trainer.data_collator([trainer.eval_dataset[i] for i in range(2)])
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        own = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
+    assert metrics["eval_ce_loss"] == pytest.approx(own.loss.item(), rel=1e-5)
+    trainable = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    _train_logs(trainer)
+    assert any(not torch.equal(trainable[name], p) for name, p in trainer.model.named_parameters() if p.requires_grad)
+
+
+def test_padding_free_with_virtual_tokens_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="prompt-learning"):
+        ULDTrainer(
+            tiny_student(),
+            make_config(tmp_path, padding_free=True),
+            train_dataset=prompt_completion_dataset(2),
+            processing_class=student_tokenizer(),
+            peft_config=_peft_configs()["prompt_tuning"],
+            **_teacher(),
+        )
+
+
+# ------------------------------------------------------------------------------------------------- alignment health
+
+
+def _predicted_count(labels: list[int]) -> int:
+    return sum(1 for label in labels[1:] if label != -100)
+
+
+def test_alignment_health_is_logged_per_logging_step(tmp_path):
+    trainer = ULDTrainer(
+        tiny_student(),
+        make_config(tmp_path, per_device_train_batch_size=4, max_steps=1),
+        train_dataset=prompt_completion_dataset(4),
+        processing_class=student_tokenizer(),
+        **_teacher(),
+    )
+    (log,) = _train_logs(trainer)
+    student = [_predicted_count(row["labels"]) for row in trainer.train_dataset]
+    teacher = [_predicted_count(row["teacher_labels"]) for row in trainer.train_dataset]
+    # Positional: the student's EOS skipped, the longer side truncated.
+    aligned = sum(min(s - 1, t) for s, t in zip(student, teacher))
+    assert log["aligned_share_student"] == pytest.approx(aligned / sum(student))
+    assert log["aligned_share_teacher"] == pytest.approx(aligned / sum(teacher))
+    assert log["length_mismatch"] == pytest.approx(sum(abs(s - t) for s, t in zip(student, teacher)) / 4)
+    assert "teacher_topk_mass" not in log
+
+
+def test_alignment_health_with_offsets_and_a_top_k_cache(tmp_path):
+    from eurobert_hf.trainers.teacher_cache import cache_teacher_probs
+
+    overrides = {"uld_alignment": "offsets", "uld_top_k": 8, "per_device_train_batch_size": 4, "max_steps": 1}
+    # Roles swapped, so that the cached teacher vocabulary (GPT-2's) stays small.
+    prepared = prepare_uld_dataset(
+        prompt_completion_dataset(4), teacher_tokenizer(), student_tokenizer(), alignment="offsets"
+    )
+    cached = cache_teacher_probs(tiny_student(), prepared, top_k=8)
+    trainer = ULDTrainer(
+        tiny_teacher(), make_config(tmp_path, **overrides), train_dataset=cached, processing_class=teacher_tokenizer()
+    )
+    (log,) = _train_logs(trainer)
+    assert 0.5 < log["aligned_share_student"] <= 1.0 and 0.5 < log["aligned_share_teacher"] <= 1.0
+    kept = [1 - mass for row in cached for mass in row["teacher_remaining_mass"]]
+    assert log["teacher_topk_mass"] == pytest.approx(sum(kept) / len(kept), rel=1e-5)

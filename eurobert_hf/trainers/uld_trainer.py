@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, IterableDataset
+from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -37,7 +38,7 @@ from .uld_data import (
     prepare_uld_dataset_for,
     unpack_padding_free,
 )
-from .uld_losses import uld_loss
+from .uld_losses import aligned_token_counts, uld_loss
 
 logger = logging.get_logger(__name__)
 
@@ -78,7 +79,30 @@ _METRIC_SUMS = (
     "aux_sum",
     "micro_batches",
     "num_tokens",
+    # Alignment health: answer tokens of each side, those ULD pairs on each side, the summed per-sample difference of
+    # answer lengths, the samples, and with a teacher cache the kept top-k mass summed over the teacher's answer rows.
+    "student_answer_tokens",
+    "teacher_answer_tokens",
+    "student_aligned_tokens",
+    "teacher_aligned_tokens",
+    "length_mismatch_sum",
+    "samples",
+    "topk_mass_sum",
+    "topk_mass_rows",
 )
+
+
+def _tokens_in_common_groups(student_groups: torch.Tensor, teacher_groups: torch.Tensor) -> tuple[int, int]:
+    """Offsets alignment: the answer tokens of each side whose group has tokens on the other side too."""
+    size = int(max(student_groups.max(), teacher_groups.max(), 0)) + 2
+    present = []
+    for groups in (student_groups, teacher_groups):
+        one_hot = torch.zeros(groups.shape[0], size, dtype=torch.bool)
+        one_hot.scatter_(1, (groups + 1).clamp(min=0), True)
+        one_hot[:, 0] = False  # column 0 collects the tokens of no group (and padding)
+        present.append(one_hot)
+    common = present[0] & present[1]
+    return tuple(int(common.gather(1, (groups + 1).clamp(min=0)).sum()) for groups in (student_groups, teacher_groups))
 
 
 def _supported_sft_arguments(**arguments: Any) -> dict[str, Any]:
@@ -123,7 +147,11 @@ class ULDTrainer(SFTTrainer):
     optimizer step (see [`ULDConfig`]). As in SFT, `label_smoothing_factor` applies to the cross-entropy and an MoE
     student's router load-balancing loss is added (`router_aux_loss_coef`). Train and eval logs report both terms as
     `ce_loss` and `uld_loss`, next to SFT's `mean_token_accuracy`, `entropy` and `num_tokens` (and `aux_loss`), so
-    `metric_for_best_model="eval_mean_token_accuracy"` works.
+    `metric_for_best_model="eval_mean_token_accuracy"` works. The alignment's health is logged too:
+    `aligned_share_student` and `aligned_share_teacher` (share of each side's answer tokens that ULD pairs),
+    `length_mismatch` (mean per-sample difference of the answers' token counts) and, with a top-k teacher cache,
+    `teacher_topk_mass` (mean teacher probability mass kept). PEFT students train with any adapter; the virtual tokens
+    of prompt tuning and p-tuning are skipped by the masks.
 
     Args:
         model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -291,6 +319,16 @@ class ULDTrainer(SFTTrainer):
         finally:
             args.assistant_only_loss, args.padding_free = assistant_only_loss, padding_free
         _check_vocabulary(self.model, _tokenizer_of(self.processing_class), "student")
+        if (
+            args.padding_free
+            and isinstance(self.model, PeftModel)
+            and self.model.active_peft_config.is_prompt_learning
+        ):
+            raise ValueError(
+                "`padding_free=True` cannot be combined with a prompt-learning adapter (prompt tuning, p-tuning, prefix "
+                "tuning): its virtual tokens belong to each sample, not to a row of concatenated samples. Set "
+                "`padding_free=False`."
+            )
         # Kept apart: on older transformers TRL replaces `self.compute_loss_func` with a marker that switches off the
         # Trainer's own scaling (see `loss_is_scaled_for_ga`).
         self._ce_loss_func = compute_loss_func
@@ -458,9 +496,13 @@ class ULDTrainer(SFTTrainer):
         # Padding-free batches carry `position_ids` instead of an attention mask (see `ULDDataCollator`).
         layout = {key: inputs[key] for key in ("attention_mask", "position_ids") if key in inputs}
         outputs = model(input_ids=inputs["input_ids"], use_cache=False, **layout, **router_kwargs)
+        # Prompt-learning adapters (prompt tuning, p-tuning) prepend virtual tokens, whose logits predict no token of
+        # the sample: the sample's logits are the last ones.
+        logits = outputs.logits[:, outputs.logits.shape[1] - inputs["input_ids"].shape[1] :]
         # The loss and the alignment work on one padded row per sample, whatever the student's layout.
         inputs, index, _ = unpack_padding_free(inputs)
-        logits = outputs.logits if index is None else outputs.logits[0][index]
+        if index is not None:
+            logits = logits[0][index]
         labels = inputs["labels"]
         predicted = labels[:, 1:] != IGNORE_INDEX
         predicted_logits = logits[:, :-1][predicted]
@@ -518,10 +560,48 @@ class ULDTrainer(SFTTrainer):
                 (aux_loss.detach() if aux_loss is not None else torch.zeros((), device=device)).to(device),
                 torch.ones((), device=device),
                 inputs["attention_mask"].sum().to(device),
+                *self._alignment_sums(inputs).to(device),
             ]
         ).double()
         sums = self.accelerator.gather(sums).view(-1, len(_METRIC_SUMS)).sum(dim=0).cpu()
         self._uld_totals[mode] += sums
+
+    def _alignment_sums(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The alignment-health sums of a batch (see `_METRIC_SUMS`), in float64 on the CPU."""
+        student_counts = (self._compared_labels(inputs)[:, 1:] != IGNORE_INDEX).sum(dim=1).cpu()
+        if self.teacher_model is None:
+            teacher_counts = inputs["teacher_num_tokens"].cpu()
+        else:
+            teacher_counts = (inputs["teacher_labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).cpu()
+        if self.args.uld_alignment == "offsets":
+            student_aligned, teacher_aligned = _tokens_in_common_groups(
+                inputs["uld_groups"].cpu(), inputs["teacher_uld_groups"].cpu()
+            )
+        else:
+            aligned = aligned_token_counts(
+                student_counts,
+                teacher_counts,
+                skip_student_eos=self.args.uld_skip_student_eos,
+                skip_teacher_eos=self.args.uld_skip_teacher_eos,
+            ).sum()
+            student_aligned = teacher_aligned = aligned
+        mass_sum, mass_rows = torch.zeros(()), torch.zeros(())
+        if "teacher_remaining_mass" in inputs:
+            remaining = inputs["teacher_remaining_mass"].detach().double().cpu()
+            rows = torch.arange(remaining.shape[1])[None, :] < teacher_counts[:, None]
+            mass_sum, mass_rows = (1 - remaining)[rows].sum(), rows.sum()
+        return torch.stack(
+            [
+                student_counts.sum(),
+                teacher_counts.sum(),
+                torch.as_tensor(student_aligned),
+                torch.as_tensor(teacher_aligned),
+                (student_counts - teacher_counts).abs().sum(),
+                torch.tensor(len(student_counts)),
+                mass_sum,
+                mass_rows,
+            ]
+        ).double()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -537,6 +617,13 @@ class ULDTrainer(SFTTrainer):
             logs[f"{prefix}num_tokens"] = self._num_train_tokens
             if getattr(self, "aux_loss_enabled", False):
                 logs[f"{prefix}aux_loss"] = totals["aux_sum"] / max(totals["micro_batches"], 1)
+            # Alignment health: a tokenization mismatch that leaves few tokens paired shows here, not in the loss.
+            for side in ("student", "teacher"):
+                answer_tokens = max(totals[f"{side}_answer_tokens"], 1)
+                logs[f"{prefix}aligned_share_{side}"] = totals[f"{side}_aligned_tokens"] / answer_tokens
+            logs[f"{prefix}length_mismatch"] = totals["length_mismatch_sum"] / max(totals["samples"], 1)
+            if totals["topk_mass_rows"] > 0:
+                logs[f"{prefix}teacher_topk_mass"] = totals["topk_mass_sum"] / totals["topk_mass_rows"]
         self._uld_totals[mode].zero_()
         super().log(logs, start_time)
 
