@@ -40,7 +40,7 @@ from eurobert_hf.trainers.teacher_cache import (  # noqa: E402
     teacher_probs_from_batch,
 )
 from eurobert_hf.trainers.uld_data import IGNORE_INDEX  # noqa: E402
-from eurobert_hf.trainers.uld_loss import uld_loss  # noqa: E402
+from eurobert_hf.trainers.uld_losses import uld_loss  # noqa: E402
 
 # (label, cache_teacher_probs keyword arguments).
 FORMATS = [

@@ -106,7 +106,7 @@ def run_method(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO_ROOT))
-    from eurobert_hf.trainers.uld_loss import uld_loss
+    from eurobert_hf.trainers.uld_losses import uld_loss
 
     student_logits, teacher_logits, student_labels, teacher_labels = make_inputs(args)
     probe = torch.randn(student_logits.shape, generator=torch.Generator().manual_seed(1))

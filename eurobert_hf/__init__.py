@@ -25,9 +25,9 @@ register_auto_classes()
 register_peft_defaults()
 
 _LAZY_ATTRIBUTES = {
-    "uld_loss": "eurobert_hf.trainers.uld_loss",
-    "SortedTeacherProbs": "eurobert_hf.trainers.uld_loss",
-    "sort_teacher_probs": "eurobert_hf.trainers.uld_loss",
+    "uld_loss": "eurobert_hf.trainers.uld_losses",
+    "SortedTeacherProbs": "eurobert_hf.trainers.uld_losses",
+    "sort_teacher_probs": "eurobert_hf.trainers.uld_losses",
     "cache_teacher_probs": "eurobert_hf.trainers.teacher_cache",
     "build_teacher_cache": "eurobert_hf.trainers.cache_shards",
     "load_teacher_cache": "eurobert_hf.trainers.cache_shards",

@@ -45,8 +45,8 @@ def main(script_args: ScriptArguments, training_args: ULDConfig, model_args: Mod
         attn_implementation=model_args.attn_implementation,
         dtype=model_args.dtype,
     )
+    # The teacher loads with these too (without the revision), unless `--teacher_model_init_kwargs` is given.
     training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
-    training_args.teacher_model_init_kwargs = {**model_init_kwargs, **(training_args.teacher_model_init_kwargs or {})}
 
     dataset = load_dataset(
         script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
@@ -54,8 +54,7 @@ def main(script_args: ScriptArguments, training_args: ULDConfig, model_args: Mod
 
     trainer = ULDTrainer(
         model=model_args.model_name_or_path,
-        teacher_model=training_args.teacher_model_name_or_path,
-        args=training_args,
+        args=training_args,  # the teacher is `--teacher_model_name_or_path`
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
         peft_config=get_peft_config(model_args),

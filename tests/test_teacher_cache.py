@@ -14,7 +14,7 @@ from eurobert_hf.trainers.teacher_cache import (
     teacher_probs_from_batch,
 )
 from eurobert_hf.trainers.uld_alignment import offsets_uld_loss, pad_alignment_groups
-from eurobert_hf.trainers.uld_loss import uld_loss
+from eurobert_hf.trainers.uld_losses import uld_loss
 from tests.teacher_cache_fixtures import STUDENT_VOCAB, TEACHER_VOCAB, cache_dataset, pad, tiny_llama
 
 

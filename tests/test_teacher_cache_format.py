@@ -19,7 +19,7 @@ from eurobert_hf.trainers.teacher_cache import (
     collate_teacher_cache,
     teacher_probs_from_batch,
 )
-from eurobert_hf.trainers.uld_loss import SortedTeacherProbs, uld_loss
+from eurobert_hf.trainers.uld_losses import SortedTeacherProbs, uld_loss
 from tests.teacher_cache_fixtures import cache_dataset, pad, tiny_llama
 
 

@@ -14,7 +14,7 @@ from eurobert_hf.trainers.uld_alignment import (
     offsets_uld_loss,
     pad_alignment_groups,
 )
-from eurobert_hf.trainers.uld_loss import sort_teacher_probs, uld_loss
+from eurobert_hf.trainers.uld_losses import sort_teacher_probs, uld_loss
 from tests.tokenizer_assets import gpt2_tokenizer, llama3_tokenizer, mistral_tokenizer, wordpiece_tokenizer
 
 TEXTS = [

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from eurobert_hf.trainers import uld_loss as uld_module
-from eurobert_hf.trainers.uld_loss import SortedTeacherProbs, sort_teacher_probs, uld_loss
+from eurobert_hf.trainers import uld_losses as uld_module
+from eurobert_hf.trainers.uld_losses import SortedTeacherProbs, sort_teacher_probs, uld_loss
 
 IGNORE = -100
 

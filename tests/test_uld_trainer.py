@@ -71,6 +71,10 @@ def test_public_names_are_exported_lazily():
 
     assert eurobert_hf.ULDConfig is ULDConfig and eurobert_hf.ULDTrainer is ULDTrainer
     assert {"ULDConfig", "ULDTrainer", "uld_loss"} <= set(eurobert_hf.trainers.__all__)
+    # The loss module is imported by now; the name still gives the function, not the module.
+    from eurobert_hf.trainers import uld_loss, uld_losses
+
+    assert callable(uld_loss) and uld_loss is uld_losses.uld_loss is eurobert_hf.uld_loss
 
 
 def test_config_defaults_follow_the_paper(tmp_path):
@@ -99,9 +103,7 @@ def test_config_parses_teacher_init_kwargs_from_json(tmp_path):
         ({"uld_top_k": 0}, "uld_top_k"),
         ({"uld_alignment": "offsets"}, "set `uld_top_k`"),
         ({"packing": True}, "Packing"),
-        ({"padding_free": True}, "padding_free"),
-        ({"assistant_only_loss": True}, "assistant_only_loss"),
-        ({"completion_only_loss": False}, "completion_only_loss"),
+        ({"padding_free": True, "pad_to_multiple_of": 8}, "padding_free"),
         ({"max_length": 1}, "max_length"),
     ],
 )
@@ -141,21 +143,53 @@ def test_teacher_reads_the_prompt_in_its_own_chat_template():
     assert student_tokenizer().decode(sample["input_ids"]) == "The capital of France is\n\n Paris.<|endoftext|>"
 
 
-def test_messages_last_assistant_turn_is_the_completion():
-    messages = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Capital of France?"},
-        {"role": "assistant", "content": "Paris."},
-    ]
+MULTI_TURN = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "Thanks"},
+]
+
+
+def _learnt_text(tokenizer, input_ids, labels) -> list[str]:
+    """The learnt runs of tokens, decoded."""
+    runs, run = [], []
+    for token, label in zip(input_ids, labels):
+        if label != -100:
+            run.append(token)
+        elif run:
+            runs, run = runs + [tokenizer.decode(run)], []
+    return runs + ([tokenizer.decode(run)] if run else [])
+
+
+def test_messages_every_assistant_turn_is_learnt_on_both_sides():
     teacher_tok = chat_teacher_tokenizer()
-    sample = prepare_uld_dataset(Dataset.from_dict({"messages": [messages]}), student_tokenizer(), teacher_tok)[0]
-    assert teacher_tok.decode([t for t in sample["teacher_labels"] if t != -100]) == "Paris.<|eot_id|>"
-    # GPT-2 merges the blank line closing the plain-text prompt differently when text follows, so the student's
-    # completion starts where the two tokenizations diverge, at that blank line.
-    assert student_tokenizer().decode([t for t in sample["labels"] if t != -100]).strip() == "Paris.<|endoftext|>"
-    # The earlier assistant turn is context: in the input, out of the labels.
-    assert "Hello!" in teacher_tok.decode(sample["teacher_input_ids"])
+    dataset = Dataset.from_dict({"messages": [MULTI_TURN]})
+    sample = prepare_uld_dataset(dataset, student_tokenizer(), teacher_tok, assistant_only_loss=True)[0]
+    assert "completion_mask" not in sample
+    assert _learnt_text(teacher_tok, sample["teacher_input_ids"], sample["teacher_labels"]) == [
+        "Hello!<|eot_id|>",
+        "Paris.<|eot_id|>",
+    ]
+    # The student has no chat template: contents separated by blank lines. GPT-2 merges a blank line with the text
+    # after it differently, so a turn's first token may carry the blank line before it.
+    student_runs = _learnt_text(student_tokenizer(), sample["input_ids"], sample["labels"])
+    assert [run.strip() for run in student_runs] == ["Hello!", "Paris.<|endoftext|>"]
+    # The trailing user turn teaches nothing and is left out.
+    assert "Thanks" not in teacher_tok.decode(sample["teacher_input_ids"])
+
+
+def test_messages_train_the_students_cross_entropy_on_the_whole_conversation_by_default():
+    dataset = Dataset.from_dict({"messages": [MULTI_TURN]})
+    only = prepare_uld_dataset(dataset, student_tokenizer(), chat_teacher_tokenizer(), assistant_only_loss=True)[0]
+    every = prepare_uld_dataset(dataset, student_tokenizer(), chat_teacher_tokenizer())[0]
+    assert every["labels"] == every["input_ids"] == only["input_ids"]
+    # ULD compares the same tokens either way.
+    assert [label if keep else -100 for label, keep in zip(every["labels"], every["completion_mask"])] == only[
+        "labels"
+    ]
+    assert every["teacher_labels"] == only["teacher_labels"]
 
 
 def test_messages_without_assistant_turn_is_an_error():
@@ -199,8 +233,8 @@ def test_only_empty_completions_is_an_error():
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ({"text": ["hello"]}, "needs either `prompt` and `completion`"),
-        ({"prompt": ["hello"]}, "needs either `prompt` and `completion`"),
+        ({"content": ["hello"]}, "needs `prompt` and `completion` columns"),
+        ({"prompt": ["hello"]}, "no `completion` column"),
         ({"input_ids": [[1, 2]], "labels": [[-100, 2]]}, "teacher_input_ids"),
     ],
 )
@@ -365,6 +399,39 @@ def test_gradient_accumulation_does_not_change_loss_or_gradients(tmp_path, align
         assert (updates_split[name] - update).abs().max().item() <= 1e-6 * scale, name
 
 
+@pytest.mark.parametrize(
+    "overrides", [{}, OFFSETS, {"completion_only_loss": False}], ids=["positional", "offsets", "completion_mask"]
+)
+def test_padding_free_gives_the_padded_loss_and_gradients(tmp_path, overrides):
+    log_padded, updates_padded = _one_sgd_step(tmp_path / "a", batch_size=4, accumulation=1, **overrides)
+    log_free, updates_free = _one_sgd_step(
+        tmp_path / "b", batch_size=4, accumulation=1, padding_free=True, **overrides
+    )
+    assert log_padded["uld_loss"] > 0.1
+    for key in ("loss", "ce_loss", "uld_loss", "mean_token_accuracy", "num_tokens"):
+        assert log_free[key] == pytest.approx(log_padded[key], rel=1e-6), key
+    for name, update in updates_padded.items():
+        scale = update.abs().max().item()
+        assert scale > 0, name
+        assert (updates_free[name] - update).abs().max().item() <= 1e-6 * scale, name
+
+
+def test_padding_free_batches_concatenate_the_students_samples():
+    collator = ULDDataCollator(pad_token_id=7, teacher_pad_token_id=9, padding_free=True)
+    batch = collator(
+        [
+            {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "teacher_input_ids": [4], "teacher_labels": [4]},
+            {"input_ids": [5, 6], "labels": [5, 6], "teacher_input_ids": [6, 6], "teacher_labels": [-100, 6]},
+        ]
+    )
+    assert "attention_mask" not in batch
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 5, 6]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # The first token of a sample is never predicted: the logits before it belong to the previous sample.
+    assert batch["labels"].tolist() == [[-100, 2, 3, -100, 6]]
+    assert batch["teacher_input_ids"].tolist() == [[4, 9], [6, 6]]
+
+
 def test_training_on_a_complete_teacher_cache_matches_the_live_teacher(tmp_path):
     # Roles swapped, so that the cached teacher vocabulary (GPT-2's 50257 tokens) stays small.
     prepared = prepare_uld_dataset(prompt_completion_dataset(4), teacher_tokenizer(), student_tokenizer())
@@ -467,41 +534,27 @@ def test_bad_trainer_inputs_are_reported(tmp_path):
     with pytest.raises(ValueError, match="pass `processing_class`"):
         ULDTrainer(
             tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
+            make_config(tmp_path),
             train_dataset=prompt_completion_dataset(),
+            teacher_model=tiny_teacher(),
             teacher_processing_class=teacher_tokenizer(),
         )
     with pytest.raises(ValueError, match="pass `teacher_processing_class`"):
         ULDTrainer(
             tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
+            make_config(tmp_path),
             train_dataset=prompt_completion_dataset(),
             processing_class=student_tokenizer(),
+            teacher_model=tiny_teacher(),
         )
-    with pytest.raises(TypeError, match="ULDConfig"):
-        from trl import SFTConfig
-
-        ULDTrainer(
-            tiny_student(),
-            tiny_teacher(),
-            args=SFTConfig(str(tmp_path), bf16=False, use_cpu=True),
-            train_dataset=Dataset.from_dict({}),
-        )
-    with pytest.raises(ValueError, match="formatting_func"):
-        ULDTrainer(
-            tiny_student(),
-            tiny_teacher(),
-            args=make_config(tmp_path),
-            train_dataset=prompt_completion_dataset(),
-            formatting_func=lambda example: example["prompt"],
-        )
+    # The second positional argument is `args`, as in SFTTrainer: a teacher there is named as the mistake.
+    with pytest.raises(TypeError, match="teacher_model="):
+        ULDTrainer(tiny_student(), tiny_teacher(), train_dataset=prompt_completion_dataset())
     # A teacher tokenizer that does not belong to the teacher (more tokens than its vocabulary).
     with pytest.raises(ValueError, match="do not belong together"):
         make_trainer(tmp_path, teacher=tiny_student(seed=3))
-    with pytest.raises(ValueError, match="needs either"):
-        make_trainer(tmp_path, train_dataset=Dataset.from_dict({"text": ["a", "b"]}))
+    with pytest.raises(ValueError, match="needs `prompt` and `completion` columns"):
+        make_trainer(tmp_path, train_dataset=Dataset.from_dict({"content": ["a", "b"]}))
 
 
 # ---------------------------------------------------------------------------------------------------------- example

@@ -20,7 +20,6 @@ from datasets import Dataset
 from huggingface_hub import ModelCard
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
-    AutoModelForCausalLM,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -30,7 +29,8 @@ from trl import ModelConfig, get_peft_config
 from ..metrics import RougeL, TokenF1
 from ..trainers import ULDConfig, ULDTrainer
 from ..trainers.teacher_cache import cache_teacher_probs
-from ..trainers.uld_data import _message_text, prepare_uld_dataset  # as ULD training renders chat without template
+from ..trainers.uld_data import _message_text, prepare_uld_dataset_for  # as ULD training renders chat without template
+from ..trainers.uld_trainer import load_teacher_model
 from .common import (
     CommandError,
     DataArguments,
@@ -267,14 +267,6 @@ def _generation_metrics(
     }
 
 
-def _load_teacher(name_or_path: str, training_args: ULDConfig, dtype: str | None) -> PreTrainedModel:
-    kwargs = dict(training_args.teacher_model_init_kwargs or {})
-    kwargs.setdefault("dtype", getattr(torch, dtype) if dtype and dtype != "auto" else torch.float32)
-    kwargs.setdefault("trust_remote_code", training_args.trust_remote_code)
-    # On the training device, so that answer generation and the teacher cache run on the accelerator too.
-    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(training_args.device).eval()
-
-
 def _cached(
     dataset: Dataset | None,
     name: str,
@@ -286,15 +278,7 @@ def _cached(
     """The dataset tokenized for both models (as the trainer would) with the teacher's sorted probabilities."""
     if dataset is None:
         return None
-    prepared = prepare_uld_dataset(
-        dataset,
-        *tokenizers,
-        max_length=training_args.max_length,
-        num_proc=training_args.dataset_num_proc,
-        dataset_name=name,
-        alignment=training_args.uld_alignment,
-        pair_trailing_textless=not (training_args.uld_skip_student_eos or training_args.uld_skip_teacher_eos),
-    )
+    prepared = prepare_uld_dataset_for(dataset, *tokenizers, training_args, dataset_name=name)
     return cache_teacher_probs(
         teacher,
         prepared,
@@ -349,7 +333,16 @@ def run(argv: Sequence[str]) -> int:
     need_completion = not args.generate_teacher_answers
     train_data = _normalise_columns(train_data, args, need_completion)
     eval_data = _normalise_columns(eval_data, args, need_completion)
-    teacher = _load_teacher(teacher_name, training_args, model_args.dtype)
+    # The student's loading options; the teacher loads with them too unless `--teacher_model_init_kwargs` is given.
+    training_args.model_init_kwargs = {
+        "dtype": model_args.dtype,
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "trust_remote_code": remote,
+        **(training_args.model_init_kwargs or {}),
+    }
+    # On the training device, so that answer generation and the teacher cache run on the accelerator too.
+    teacher = load_teacher_model(teacher_name, training_args).to(training_args.device).eval()
     # Consumed here: the trainer gets the loaded teacher and would warn that they are ignored.
     training_args.teacher_model_init_kwargs = None
     if args.generate_teacher_answers:
@@ -367,13 +360,6 @@ def run(argv: Sequence[str]) -> int:
         note("no evaluation data (pass `--eval_file`, `--eval_split` or `--eval_split_size`): evaluation is off.")
         training_args.eval_strategy = "no"
 
-    training_args.model_init_kwargs = {
-        "dtype": model_args.dtype,
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "trust_remote_code": remote,
-        **(training_args.model_init_kwargs or {}),
-    }
     trainer = ULDTrainer(
         model=model_args.model_name_or_path,
         teacher_model=teacher,

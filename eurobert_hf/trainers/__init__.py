@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 _LAZY_ATTRIBUTES = {
-    "uld_loss": "eurobert_hf.trainers.uld_loss",
+    "uld_loss": "eurobert_hf.trainers.uld_losses",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
 }

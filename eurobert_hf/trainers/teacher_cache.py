@@ -46,7 +46,7 @@ from .cache_integrity import (
     settings_mismatch,
     tokenizer_fingerprint,
 )
-from .uld_loss import SortedTeacherProbs, sort_teacher_probs
+from .uld_losses import SortedTeacherProbs, sort_teacher_probs
 
 __all__ = [
     "CACHE_COLUMNS",

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .uld_loss import SortedTeacherProbs, sort_teacher_probs
+from .uld_losses import SortedTeacherProbs, sort_teacher_probs
 
 __all__ = [
     "ALIGNMENT_COLUMNS",

@@ -1,9 +1,10 @@
 """Configuration of the [`ULDTrainer`] (Universal Logit Distillation, Boizard et al. 2024, arXiv 2402.12030)."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import SFTConfig
 
 ULD_ALIGNMENTS = ("positional", "offsets")
@@ -42,7 +43,8 @@ class ULDConfig(SFTConfig):
             trainer gets no `teacher_model`.
         teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`] when the teacher is loaded
-            from a name or path. `dtype` defaults to `float32`.
+            from a name or path. Defaults to `model_init_kwargs` without its `revision`; `dtype` defaults to
+            `float32`.
         teacher_tokenizer_name_or_path (`str`, *optional*):
             Name or path of the teacher's tokenizer, used when the trainer gets no `teacher_processing_class`. Defaults
             to the teacher's own name or path.
@@ -82,9 +84,13 @@ class ULDConfig(SFTConfig):
       therefore always skipped (`dataset_kwargs["skip_prepare_dataset"]` is set to `True`).
     - `max_length` bounds each side's sequence. Prompts are truncated from the left first, so that the completion
       stays whole and aligned; a completion longer than `max_length` keeps its start.
-    - `packing`, `padding_free`, `assistant_only_loss`, `completion_only_loss=False`, `loss_type="dft"` and
-      `truncation_mode="keep_end"` are refused: ULD pairs the completion tokens of each sample, which needs one
-      unpacked, padded sample per row and a loss on the completion only.
+    - `completion_only_loss=False` (prompt–completion data) and `assistant_only_loss=False` (`messages` data, SFT's
+      default) extend the student's cross-entropy beyond what ULD compares: ULD always compares the completion, or
+      every assistant turn, which is the text both models share.
+    - `padding_free=True` concatenates the student's samples of a batch into one row (the teacher's stay padded);
+      the loss and the alignment stay per sample, so it gives the padded loss and gradients.
+    - `packing`, `loss_type="dft"` and `truncation_mode="keep_end"` are refused: packing cuts and joins samples
+      across rows, while ULD pairs the completion tokens of each whole sample with the teacher's.
 
     > [!NOTE]
     > Like [`~trl.SFTConfig`], `bf16` defaults to `True` and `gradient_checkpointing` to `True`; set them explicitly on
@@ -104,7 +110,7 @@ class ULDConfig(SFTConfig):
         default=None,
         metadata={
             "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a "
-            "name or path. `dtype` defaults to `float32`."
+            "name or path. Defaults to `model_init_kwargs` without its `revision`; `dtype` defaults to `float32`."
         },
     )
     teacher_tokenizer_name_or_path: str | None = field(
@@ -161,6 +167,20 @@ class ULDConfig(SFTConfig):
         },
     )
 
+    @classmethod
+    def from_training_arguments(cls, args: TrainingArguments, **overrides: Any) -> "ULDConfig":
+        """
+        Builds a `ULDConfig` holding every field of `args` (a [`~transformers.TrainingArguments`], an
+        [`~trl.SFTConfig`] or any subclass), the ULD fields at their defaults unless given in `overrides`. This is how
+        [`ULDTrainer`] accepts the same `args` as [`~trl.SFTTrainer`].
+        """
+        # Only the fields that `ULDConfig` declares: a subclass of `TrainingArguments` may add its own.
+        own_fields = {item.name for item in fields(cls) if item.init}
+        values = {
+            item.name: getattr(args, item.name) for item in fields(args) if item.init and item.name in own_fields
+        }
+        return cls(**{**values, **overrides})
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_uld_fields()
@@ -206,23 +226,14 @@ class ULDConfig(SFTConfig):
     def _validate_data_fields(self) -> None:
         if self.packing or self.eval_packing:
             raise ValueError(
-                "Packing is not supported by ULD: the loss pairs the completion tokens of each sample with the "
-                "teacher's, which needs one sample per row. Set `packing=False` and `eval_packing=False`."
+                "Packing is not supported by ULD: it cuts and joins samples across rows, while the loss pairs the "
+                "completion tokens of each whole sample with the teacher's. Set `packing=False` and "
+                "`eval_packing=False`; `padding_free=True` removes the padding of the student's batches instead."
             )
-        if self.padding_free:
+        if self.padding_free and self.pad_to_multiple_of:
             raise ValueError(
-                "`padding_free=True` is not supported by ULD: the student and the teacher see differently tokenized "
-                "rows that are padded side by side. Set `padding_free=False`."
-            )
-        if self.assistant_only_loss:
-            raise ValueError(
-                "`assistant_only_loss=True` is not supported by ULD: the loss is always computed on the completion "
-                "(the last assistant turn of a `messages` sample). Set `assistant_only_loss=False`."
-            )
-        if self.completion_only_loss is False:
-            raise ValueError(
-                "`completion_only_loss=False` is not supported by ULD: the student and the teacher only share the "
-                "completion, so both terms are computed on it. Leave `completion_only_loss` unset."
+                "`padding_free=True` concatenates the student's samples without padding, so `pad_to_multiple_of` has "
+                "nothing to pad. Unset one of them."
             )
         if self.loss_type != "nll":
             raise ValueError(f"`loss_type={self.loss_type!r}` is not supported by ULD; use `loss_type='nll'`.")
