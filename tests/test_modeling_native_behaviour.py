@@ -250,3 +250,17 @@ def test_multiple_choice_pooling_ignores_the_padding_side(pooling):
         right = model(input_ids.view(2, 2, -1), attention_mask=attention_mask.view(2, 2, -1)).logits
         left = model(left_ids.view(2, 2, -1), attention_mask=left_mask.view(2, 2, -1)).logits
     assert (right - left).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("head", [EuroBertForMaskedLM, EuroBertForSequenceClassification, EuroBertForMultipleChoice])
+def test_config_return_dict_false_gives_tuples_from_every_head(head):
+    torch.manual_seed(0)
+    model = head(tiny_config(return_dict=False)).eval()
+    input_ids, attention_mask = padded_batch()
+    if head is EuroBertForMultipleChoice:
+        input_ids, attention_mask = input_ids.view(2, 2, -1), attention_mask.view(2, 2, -1)
+    with torch.no_grad():
+        as_tuple = model(input_ids, attention_mask=attention_mask)
+        as_output = model(input_ids, attention_mask=attention_mask, return_dict=True)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], as_output.logits)

@@ -668,7 +668,7 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
             Token ids to predict at masked positions, -100 elsewhere.
         """
-        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         hidden_states = outputs.last_hidden_state
         if attention_mask is not None and not bool(attention_mask.all()):
             # The vocabulary projection is the largest matmul of the model: run it on real tokens only.
@@ -706,7 +706,7 @@ class EuroBertForSequenceClassification(EuroBertPooledClassifier):
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Class indices (single-label), multi-hot floats (multi-label) or targets (regression, `num_labels == 1`).
         """
-        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         logits = self.pooled_logits(outputs.last_hidden_state, attention_mask)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return SequenceClassifierOutput(
@@ -738,7 +738,7 @@ class EuroBertForTokenClassification(EuroBertPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
             Class index per token, -100 for tokens to ignore.
         """
-        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         logits = self.classifier(outputs.last_hidden_state)
         loss = self.loss_function(logits, labels, self.config, **kwargs) if labels is not None else None
         return TokenClassifierOutput(
@@ -773,7 +773,7 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
         end_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Index of the last token of the answer span.
         """
-        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
         if attention_mask is not None:
             # Padding can never be part of an answer span.
@@ -834,6 +834,7 @@ class EuroBertForMultipleChoice(EuroBertPooledClassifier):
             attention_mask,
             flatten_choices(position_ids),
             flatten_choices(inputs_embeds),
+            return_dict=True,
             **kwargs,
         )
         logits = self.pooled_logits(outputs.last_hidden_state, attention_mask).view(-1, num_choices)
