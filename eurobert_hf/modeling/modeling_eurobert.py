@@ -66,7 +66,7 @@ class PackedSequences:
         cu_seqlens (`torch.IntTensor` of shape `(num_sequences + 1,)`):
             Cumulative sequence lengths in the packed row (the flash-attention convention).
         lengths (`list[int]`):
-            Length of each sequence, on the host (used to split the row without device syncs per layer).
+            Length of each sequence, on the host.
         max_seqlen (`int`):
             Longest sequence.
         indices (`torch.LongTensor` of shape `(num_tokens,)`, *optional*):
