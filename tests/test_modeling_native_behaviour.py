@@ -171,6 +171,7 @@ def test_set_attn_implementation_switches_the_running_model():
 def test_output_attentions_under_sdpa_warns_like_native(caplog):
     model = EuroBertModel(tiny_config(attn_implementation="sdpa")).eval()
     input_ids, attention_mask = padded_batch()
+    transformers.utils.logging.warning_once.cache_clear()  # the warning is given once per process
     with caplog.at_level(logging.WARNING), torch.no_grad():
         out = model(input_ids, attention_mask=attention_mask, output_attentions=True)
     assert "output_attentions" in caplog.text
