@@ -191,7 +191,10 @@ class EuroBertConfig(PretrainedConfig):
         if not ROPE_SCALING_IS_ALIAS:
             # transformers 4.x RoPE helpers read `rope_scaling`; it stays None for plain RoPE, as in the Hub configs.
             self.rope_scaling = None if self.rope_parameters["rope_type"] == "default" else dict(self.rope_parameters)
-            if self.rope_parameters["rope_type"] == "longrope" and "original_max_position_embeddings" in self.rope_parameters:
+            if (
+                self.rope_parameters["rope_type"] == "longrope"
+                and "original_max_position_embeddings" in self.rope_parameters
+            ):
                 # transformers 4.x's longrope reads the pretraining length from the config itself (Phi-3 style).
                 self.original_max_position_embeddings = self.rope_parameters["original_max_position_embeddings"]
 
