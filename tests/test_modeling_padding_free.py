@@ -22,7 +22,7 @@ def padded_reference(model: EuroBertModel, input_ids, attention_mask) -> torch.T
     positions = torch.arange(input_ids.shape[1])[None].expand_as(input_ids)
     position_embeddings = model.rotary_emb(hidden, positions)
     for layer in model.layers:
-        hidden, _ = layer(hidden, position_embeddings=position_embeddings, attention_mask=extended)
+        hidden = layer(hidden, position_embeddings=position_embeddings, attention_mask=extended)
     return model.norm(hidden)
 
 

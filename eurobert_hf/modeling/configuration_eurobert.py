@@ -15,9 +15,8 @@ from transformers import PretrainedConfig
 
 DEFAULT_ROPE_THETA = 250_000.0
 CLASSIFIER_POOLINGS = ("bos", "mean", "late")
-# RoPE types whose frequencies are fixed at construction. "dynamic" and "longrope" rescale with the input length at
-# run time, which transformers implements through version-specific internals.
-SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
+# The RoPE types transformers defines for encoders ("dynamic" and "longrope" rescale with the input length at run time).
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
 # The `auto_map` of a folder that holds this file and `modeling_eurobert.py`: every Auto class, pinned to those files.
 EUROBERT_AUTO_MAP = {
@@ -30,25 +29,37 @@ EUROBERT_AUTO_MAP = {
     "AutoModelForMultipleChoice": "modeling_eurobert.EuroBertForMultipleChoice",
 }
 
-# On transformers 5, `rope_scaling` is a deprecated alias property of `rope_parameters`; on 4.x it is a plain field.
-_CONFIG_HAS_ROPE_SCALING_ALIAS = isinstance(getattr(PretrainedConfig, "rope_scaling", None), property)
+# On transformers 5, `rope_scaling` is a deprecated alias property of `rope_parameters`; on 4.x it is a plain field,
+# and transformers' RoPE functions read it (with `rope_theta`) instead of `rope_parameters`.
+ROPE_SCALING_IS_ALIAS = isinstance(getattr(PretrainedConfig, "rope_scaling", None), property)
+
+
+def rope_type_of(settings: dict[str, Any] | None) -> str:
+    """The RoPE type of a settings dict of any era (`rope_type`, or the legacy `type`); `"default"` when unset."""
+    settings = settings or {}
+    return settings.get("rope_type") or settings.get("type") or "default"
 
 
 def _build_rope_parameters(
     rope_parameters: dict[str, Any] | None, rope_scaling: dict[str, Any] | None, rope_theta: float | None
 ) -> dict[str, Any]:
-    """Merges the Hub-era (`rope_theta` + `rope_scaling`) and transformers-5 (`rope_parameters`) RoPE settings."""
-    merged: dict[str, Any] = {}
-    for source in (rope_scaling, rope_parameters):
-        if source is not None:
-            if not isinstance(source, dict):
-                raise ValueError(
-                    f"RoPE settings must be a dict such as {{'rope_type': 'yarn', 'factor': 2.0}}, got {source!r}."
-                )
-            merged.update(source)
-    if "type" in merged:
-        merged.setdefault("rope_type", merged.pop("type"))
-    merged.setdefault("rope_type", "default")
+    """Merges the Hub-era (`rope_theta` + `rope_scaling`) and transformers-5 (`rope_parameters`) RoPE settings.
+
+    When both are given (a config.json written by one version and edited for another), a scaling in either wins over
+    plain RoPE in the other, so that a configured context extension is never dropped.
+    """
+    for source in (rope_parameters, rope_scaling):
+        if source is not None and not isinstance(source, dict):
+            raise ValueError(
+                f"RoPE settings must be a dict such as {{'rope_type': 'yarn', 'factor': 2.0}}, got {source!r}."
+            )
+    parameters, scaling = dict(rope_parameters or {}), dict(rope_scaling or {})
+    if rope_type_of(parameters) == "default" and rope_type_of(scaling) != "default":
+        merged = {**parameters, **scaling}
+    else:
+        merged = {**scaling, **parameters}
+    merged["rope_type"] = rope_type_of(merged)
+    merged.pop("type", None)
     if merged.get("rope_theta") is None:
         merged["rope_theta"] = DEFAULT_ROPE_THETA if rope_theta is None else rope_theta
     merged["rope_theta"] = float(merged["rope_theta"])
@@ -78,7 +89,8 @@ class EuroBertConfig(PretrainedConfig):
         hidden_act (`str`, *optional*, defaults to `"silu"`):
             Activation of the gated MLP.
         max_position_embeddings (`int`, *optional*, defaults to 8192):
-            Longest sequence the model accepts.
+            Number of positions the model was trained on. Longer sequences still run, as in native transformers;
+            configure RoPE scaling to extend the context. Packed rows may be longer: positions restart per sequence.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal weight initialisation.
         rms_norm_eps (`float`, *optional*, defaults to 1e-05):
@@ -102,11 +114,12 @@ class EuroBertConfig(PretrainedConfig):
         rope_parameters (`dict`, *optional*):
             RoPE settings in the transformers-5 format, e.g. `{"rope_type": "default", "rope_theta": 250000.0}` or
             `{"rope_type": "yarn", "factor": 2.0, "rope_theta": 250000.0}` for contexts beyond 8192 tokens.
-            Supported types: `"default"`, `"linear"`, `"yarn"`, `"llama3"`.
+            Supported types: `"default"`, `"linear"`, `"dynamic"`, `"yarn"`, `"llama3"`, `"longrope"`.
         rope_theta (`float`, *optional*):
             Hub-era RoPE base. Defaults to 250000, the value of every released checkpoint.
         rope_scaling (`dict`, *optional*):
-            Hub-era RoPE scaling settings; merged into `rope_parameters`.
+            Hub-era RoPE scaling settings (`{"type": ...}` or `{"rope_type": ...}`); merged into `rope_parameters`,
+            and kept when `rope_parameters` holds plain RoPE.
         classifier_pooling (`str`, *optional*, defaults to `"late"`):
             Sequence-classification pooling: `"bos"` (first token), `"mean"` (masked mean of the hidden states) or
             `"late"` (classify every token, then take the masked mean of the logits).
@@ -125,6 +138,21 @@ class EuroBertConfig(PretrainedConfig):
 
     model_type = "eurobert"
     keys_to_ignore_at_inference = ["past_key_values"]
+    # Tensor- and pipeline-parallel plans of the encoder (`from_pretrained(..., tp_plan="auto")`), as native EuroBERT.
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     def __init__(
         self,
@@ -173,9 +201,15 @@ class EuroBertConfig(PretrainedConfig):
 
         self.rope_parameters = _build_rope_parameters(rope_parameters, rope_scaling, rope_theta)
         self.rope_theta = self.rope_parameters["rope_theta"]
-        if not _CONFIG_HAS_ROPE_SCALING_ALIAS:
+        if not ROPE_SCALING_IS_ALIAS:
             # transformers 4.x RoPE helpers read `rope_scaling`; it stays None for plain RoPE, as in the Hub configs.
             self.rope_scaling = None if self.rope_parameters["rope_type"] == "default" else dict(self.rope_parameters)
+            if (
+                self.rope_parameters["rope_type"] == "longrope"
+                and "original_max_position_embeddings" in self.rope_parameters
+            ):
+                # transformers 4.x's longrope reads the pretraining length from the config itself (Phi-3 style).
+                self.original_max_position_embeddings = self.rope_parameters["original_max_position_embeddings"]
 
         super().__init__(
             bos_token_id=bos_token_id,
@@ -254,7 +288,7 @@ class EuroBertConfig(PretrainedConfig):
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise ValueError(
                 f"EuroBertConfig.rope_parameters['rope_type'] must be one of {SUPPORTED_ROPE_TYPES}, got "
-                f"{rope_type!r}. For contexts beyond {self.max_position_embeddings} tokens use 'yarn' or 'linear'."
+                f"{rope_type!r}."
             )
         if self.rope_parameters["rope_theta"] <= 0:
             raise ValueError(f"RoPE theta must be positive, got {self.rope_parameters['rope_theta']}.")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -28,10 +29,17 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils.generic import TransformersKwargs, can_return_tuple
 
-from .configuration_eurobert import EuroBertConfig
+from .configuration_eurobert import ROPE_SCALING_IS_ALIAS, EuroBertConfig, rope_type_of
+
+try:  # transformers >= 5
+    from transformers.utils.output_capturing import capture_outputs
+except ImportError:  # transformers 4.56-4.57: the same output recording lives in `check_model_inputs`
+    from transformers.utils.generic import check_model_inputs as capture_outputs
 
 try:
     from torch.nn.attention.varlen import varlen_attn
@@ -45,6 +53,10 @@ try:
 except ImportError:  # torch without flex attention
     create_block_mask = None
 
+_TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+# Flash-attention's description of packed sequences; the model passes it to every attention call on a packed row.
+PACKED_SEQUENCE_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
 
 @dataclass
 class PackedSequences:
@@ -54,7 +66,7 @@ class PackedSequences:
         cu_seqlens (`torch.IntTensor` of shape `(num_sequences + 1,)`):
             Cumulative sequence lengths in the packed row (the flash-attention convention).
         lengths (`list[int]`):
-            Length of each sequence, on the host (used to split the row without device syncs per layer).
+            Length of each sequence, on the host.
         max_seqlen (`int`):
             Longest sequence.
         indices (`torch.LongTensor` of shape `(num_tokens,)`, *optional*):
@@ -99,9 +111,14 @@ class PackedSequences:
         total = torch.tensor([flat.numel()], device=flat.device)
         return cls.from_cu_seqlens(torch.cat([starts, total]))
 
-    @property
-    def num_sequences(self) -> int:
-        return len(self.lengths)
+    def attention_kwargs(self) -> dict:
+        """The packed row in flash-attention's varlen kwargs, which every attention call on it receives."""
+        return {
+            "cu_seq_lens_q": self.cu_seqlens,
+            "cu_seq_lens_k": self.cu_seqlens,
+            "max_length_q": self.max_seqlen,
+            "max_length_k": self.max_seqlen,
+        }
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """`(batch, seq_len, ...)` → `(1, num_tokens, ...)` holding the real tokens only."""
@@ -135,27 +152,42 @@ class EuroBertRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
 
 
+def _rope_settings(config: EuroBertConfig) -> dict:
+    """The RoPE settings as the installed transformers' RoPE functions read them: `rope_parameters` on 5.x,
+    `rope_scaling` and `rope_theta` on 4.x (read at model construction, so that later config edits apply)."""
+    if ROPE_SCALING_IS_ALIAS:
+        return dict(config.rope_parameters or {})
+    return {**(config.rope_scaling or {}), "rope_theta": config.rope_theta}
+
+
 class EuroBertRotaryEmbedding(nn.Module):
-    """Rotary position embeddings ("rotate half" convention), with the RoPE scaling types transformers provides."""
+    """Rotary position embeddings ("rotate half" convention), with every RoPE type transformers defines; `dynamic`
+    and `longrope` update their frequencies with the input length through transformers' `dynamic_rope_update`."""
 
     def __init__(self, config: EuroBertConfig, device: torch.device | None = None):
         super().__init__()
         self.config = config
-        self.rope_type = config.rope_parameters["rope_type"]
-        inv_freq, self.attention_scaling = self.compute_inv_freq(config, device)
+        self.rope_type = rope_type_of(_rope_settings(config))
+        self.rope_init_fn = self.compute_default_rope_parameters
+        if self.rope_type != "default":
+            self.rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self.rope_init_fn(config, device)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
 
     @staticmethod
-    def compute_inv_freq(config: EuroBertConfig, device: torch.device | None = None) -> tuple[torch.Tensor, float]:
-        rope_type = config.rope_parameters["rope_type"]
-        if rope_type == "default":
-            # Computed here rather than through transformers: its "default" entry moved between releases.
-            base = config.rope_parameters["rope_theta"]
-            exponents = torch.arange(0, config.head_dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
-            return 1.0 / (base ** (exponents / config.head_dim)), 1.0
-        return ROPE_INIT_FUNCTIONS[rope_type](config, device)
+    def compute_default_rope_parameters(
+        config: EuroBertConfig, device: torch.device | None = None, seq_len: int | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """Plain RoPE frequencies; computed here because transformers' "default" entry moved between releases."""
+        base = _rope_settings(config).get("rope_theta", config.rope_theta)
+        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
+        return 1.0 / (base ** (exponents / config.head_dim)), 1.0
 
     @torch.no_grad()
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -212,6 +244,87 @@ def eager_attention_forward(
     return attn_output.transpose(1, 2).contiguous(), attn_weights
 
 
+# Attention over one packed row `(1, heads, num_tokens, head_dim)` whose sequences are given by flash-attention's
+# `cu_seq_lens_*` kwargs: each function attends within sequences only. Flash-attention kernels take those kwargs
+# themselves and need no variant.
+
+
+def _per_sequence_attention(attention: Callable) -> Callable:
+    """One call of `attention` per packed sequence: exact, and no FLOP spent across sequences (cheap on CPU)."""
+
+    def attention_per_sequence(module, query, key, value, attention_mask, cu_seq_lens_q, **kwargs):
+        for name in PACKED_SEQUENCE_KWARGS:
+            kwargs.pop(name, None)
+        lengths = cu_seq_lens_q.diff().tolist()
+        outputs = [
+            attention(module, q, k, v, None, **kwargs)[0]
+            for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+        ]
+        return torch.cat(outputs, dim=1), None
+
+    return attention_per_sequence
+
+
+def _can_use_torch_varlen(query: torch.Tensor, dropout: float) -> bool:
+    return (
+        varlen_attn is not None
+        and query.is_cuda
+        and query.dtype in (torch.float16, torch.bfloat16)
+        and dropout == 0.0
+        and not torch.compiler.is_compiling()
+    )
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, cu_seq_lens_q, max_length_q, **kwargs):
+    """torch's varlen kernel on CUDA in half precision, else `sdpa` once per sequence."""
+    if not _can_use_torch_varlen(query, kwargs.get("dropout", 0.0)):
+        return _per_sequence_attention(ALL_ATTENTION_FUNCTIONS["sdpa"])(
+            module, query, key, value, attention_mask, cu_seq_lens_q, **kwargs
+        )
+    groups = module.num_key_value_groups
+    gqa_kwargs = {"enable_gqa": True} if _VARLEN_HAS_GQA and groups > 1 else {}
+    if groups > 1 and not _VARLEN_HAS_GQA:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    output = varlen_attn(
+        query[0].transpose(0, 1),
+        key[0].transpose(0, 1),
+        value[0].transpose(0, 1),
+        cu_seq_lens_q,
+        cu_seq_lens_q,
+        max_length_q,
+        max_length_q,
+        scale=kwargs["scaling"],
+        **gqa_kwargs,
+    )
+    return output.unsqueeze(0), None
+
+
+def packed_flex_attention(module, query, key, value, attention_mask, cu_seq_lens_q, **kwargs):
+    """`flex_attention` with a block mask that keeps each token within its own sequence."""
+    if create_block_mask is None:
+        raise ValueError("flex_attention needs torch.nn.attention.flex_attention; upgrade torch or use sdpa.")
+    num_tokens = query.shape[2]
+    document_ids = torch.repeat_interleave(
+        torch.arange(len(cu_seq_lens_q) - 1, device=query.device), cu_seq_lens_q.diff()
+    )
+
+    def same_document(batch_idx, head_idx, q_idx, kv_idx):
+        return document_ids[q_idx] == document_ids[kv_idx]
+
+    block_mask = create_block_mask(
+        same_document, B=None, H=None, Q_LEN=num_tokens, KV_LEN=num_tokens, device=query.device
+    )
+    return ALL_ATTENTION_FUNCTIONS["flex_attention"](module, query, key, value, block_mask, scaling=kwargs["scaling"])
+
+
+# The packed variant of each `config._attn_implementation` that needs one.
+PACKED_ATTENTION_FUNCTIONS = {
+    "eager": _per_sequence_attention(eager_attention_forward),
+    "sdpa": packed_sdpa_attention,
+    "flex_attention": packed_flex_attention,
+}
+
+
 class EuroBertAttention(nn.Module):
     """Bidirectional multi-head attention with grouped-query heads and rotary embeddings."""
 
@@ -238,18 +351,23 @@ class EuroBertAttention(nn.Module):
             config.num_attention_heads * self.head_dim, config.hidden_size, bias=config.attention_bias
         )
 
-    def _attention_interface(self) -> Callable:
-        implementation = self.config._attn_implementation or "eager"
+    def attention_function(self, packed: bool) -> Callable:
+        """The attention function of `config._attn_implementation` (read at every call, so that
+        `set_attn_implementation` applies at once); on a packed row, its packed variant."""
+        implementation = self.config._attn_implementation
+        if packed and implementation in PACKED_ATTENTION_FUNCTIONS:
+            return PACKED_ATTENTION_FUNCTIONS[implementation]
+        if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5
+            return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         if implementation == "eager":
             return eager_attention_forward
-        return ALL_ATTENTION_FUNCTIONS[implementation]
+        return ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        packed_sequences: PackedSequences | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -261,99 +379,19 @@ class EuroBertAttention(nn.Module):
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
 
-        dropout = self.attention_dropout if self.training else 0.0
-        if packed_sequences is None:
-            attn_output, attn_weights = self._attention_interface()(
-                self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
-            )
-        else:
-            attn_output, attn_weights = self._packed_attention(query, key, value, packed_sequences, dropout, **kwargs)
-
+        attention_interface = self.attention_function(packed="cu_seq_lens_q" in kwargs)
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
         return self.o_proj(attn_output), attn_weights
-
-    def _packed_attention(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        packed: PackedSequences,
-        dropout: float,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None]:
-        """Attention over one packed row `(1, heads, num_tokens, head_dim)`, never across sequence boundaries."""
-        implementation = self.config._attn_implementation or "eager"
-        if implementation.startswith("flash_attention"):
-            return self._attention_interface()(
-                self,
-                query,
-                key,
-                value,
-                None,
-                dropout=dropout,
-                scaling=self.scaling,
-                cu_seq_lens_q=packed.cu_seqlens,
-                cu_seq_lens_k=packed.cu_seqlens,
-                max_length_q=packed.max_seqlen,
-                max_length_k=packed.max_seqlen,
-                **kwargs,
-            )
-        if implementation == "flex_attention":
-            return self._attention_interface()(
-                self, query, key, value, _document_block_mask(packed, query), scaling=self.scaling, **kwargs
-            )
-        if implementation == "sdpa" and _can_use_torch_varlen(query, dropout):
-            gqa_kwargs = {"enable_gqa": True} if _VARLEN_HAS_GQA and self.num_key_value_groups > 1 else {}
-            if self.num_key_value_groups > 1 and not _VARLEN_HAS_GQA:
-                key, value = repeat_kv(key, self.num_key_value_groups), repeat_kv(value, self.num_key_value_groups)
-            output = varlen_attn(
-                query[0].transpose(0, 1),
-                key[0].transpose(0, 1),
-                value[0].transpose(0, 1),
-                packed.cu_seqlens,
-                packed.cu_seqlens,
-                packed.max_seqlen,
-                packed.max_seqlen,
-                scale=self.scaling,
-                **gqa_kwargs,
-            )
-            return output.unsqueeze(0), None
-        # One kernel call per sequence: exact, and no FLOP is spent on padding (cheap on CPU, where calls are cheap).
-        interface = self._attention_interface()
-        outputs = [
-            interface(self, q, k, v, None, dropout=dropout, scaling=self.scaling, **kwargs)[0]
-            for q, k, v in zip(
-                query.split(packed.lengths, dim=2),
-                key.split(packed.lengths, dim=2),
-                value.split(packed.lengths, dim=2),
-            )
-        ]
-        return torch.cat(outputs, dim=1), None
-
-
-def _can_use_torch_varlen(query: torch.Tensor, dropout: float) -> bool:
-    return (
-        varlen_attn is not None
-        and query.is_cuda
-        and query.dtype in (torch.float16, torch.bfloat16)
-        and dropout == 0.0
-        and not torch.compiler.is_compiling()
-    )
-
-
-def _document_block_mask(packed: PackedSequences, query: torch.Tensor):
-    if create_block_mask is None:
-        raise ValueError("flex_attention needs torch.nn.attention.flex_attention; upgrade torch or use sdpa.")
-    num_tokens = query.shape[2]
-    document_ids = torch.repeat_interleave(
-        torch.arange(packed.num_sequences, device=query.device),
-        torch.tensor(packed.lengths, device=query.device),
-    )
-
-    def same_document(batch_idx, head_idx, q_idx, kv_idx):
-        return document_ids[q_idx] == document_ids[kv_idx]
-
-    return create_block_mask(same_document, B=None, H=None, Q_LEN=num_tokens, KV_LEN=num_tokens, device=query.device)
 
 
 class EuroBertMLP(nn.Module):
@@ -385,19 +423,16 @@ class EuroBertDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        packed_sequences: PackedSequences | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            packed_sequences=packed_sequences,
             **kwargs,
         )
         hidden_states = hidden_states + attn_output
-        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-        return hidden_states, attn_weights
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
 class EuroBertPreTrainedModel(PreTrainedModel):
@@ -412,6 +447,7 @@ class EuroBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": EuroBertDecoderLayer, "attentions": EuroBertAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -424,31 +460,10 @@ class EuroBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, EuroBertRMSNorm):
             nn.init.ones_(module.weight)
         elif isinstance(module, EuroBertRotaryEmbedding):
-            inv_freq, _ = module.compute_inv_freq(module.config, module.inv_freq.device)
+            inv_freq, _ = module.rope_init_fn(module.config, module.inv_freq.device)
             with torch.no_grad():
                 module.inv_freq.copy_(inv_freq)
-
-    def _encode(
-        self,
-        input_ids: torch.LongTensor | None,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.LongTensor | None,
-        inputs_embeds: torch.FloatTensor | None,
-        output_attentions: bool | None,
-        output_hidden_states: bool | None,
-        kwargs: dict,
-    ) -> BaseModelOutput:
-        """Runs a head's backbone (`self.model`); the trainer's loss bookkeeping stays with the head."""
-        return self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **{key: value for key, value in kwargs.items() if key != "num_items_in_batch"},
-        )
+                module.original_inv_freq.copy_(inv_freq)
 
 
 class EuroBertModel(EuroBertPreTrainedModel):
@@ -472,16 +487,14 @@ class EuroBertModel(EuroBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | BaseModelOutput:
         r"""
         Args:
@@ -491,24 +504,16 @@ class EuroBertModel(EuroBertPreTrainedModel):
                 1 for real tokens, 0 for padding. Padding positions are skipped entirely; their outputs are zeros.
             position_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
                 Positions; positions restarting at 0 inside a single row mark packed sequences (as produced by
-                `DataCollatorWithFlattening`), which then never attend to each other.
+                `DataCollatorWithFlattening`), which then never attend to each other. Defaults to counting the real
+                tokens of each row from 0, so that left and right padding give the same outputs.
             inputs_embeds (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`, *optional*):
                 Embeddings to use instead of `input_ids`.
-            output_attentions (`bool`, *optional*):
-                Return the attention probabilities of every layer (requires `attn_implementation="eager"`).
-            output_hidden_states (`bool`, *optional*):
-                Return the hidden states after the embeddings and after every layer.
-            return_dict (`bool`, *optional*):
-                Return a [`~modeling_outputs.BaseModelOutput`] instead of a tuple.
             kwargs:
+                `output_attentions`, `output_hidden_states` and `return_dict` as in every transformers model
+                (attention maps need `attn_implementation="eager"`; with `sdpa` they are skipped with a warning).
                 `cu_seq_lens_q` (with `max_length_q`) describes packed sequences directly, as flash-attention
                 collators provide them.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("EuroBertModel needs exactly one of `input_ids` and `inputs_embeds`.")
         if inputs_embeds is None:
@@ -519,76 +524,51 @@ class EuroBertModel(EuroBertPreTrainedModel):
                 f"attention_mask must have shape (batch_size, seq_len) = {(batch_size, seq_len)}, got "
                 f"{tuple(attention_mask.shape)}. Pass the tokenizer's 2D attention_mask (1 = token, 0 = padding)."
             )
-        if output_attentions and self.config._attn_implementation != "eager":
-            raise ValueError(
-                "output_attentions=True needs the eager attention: load the model with attn_implementation='eager'."
-            )
         cu_seq_lens = kwargs.pop("cu_seq_lens_q", None)
-        for key in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
+        for key in PACKED_SEQUENCE_KWARGS:
             kwargs.pop(key, None)
 
         if position_ids is None:
-            position_ids = torch.arange(seq_len, device=inputs_embeds.device).unsqueeze(0).expand(batch_size, -1)
+            if attention_mask is None:
+                position_ids = torch.arange(seq_len, device=inputs_embeds.device).unsqueeze(0).expand(batch_size, -1)
+            else:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         elif tuple(position_ids.shape) != (batch_size, seq_len) and tuple(position_ids.shape) != (1, seq_len):
             raise ValueError(
                 f"position_ids must have shape (batch_size, seq_len) = {(batch_size, seq_len)}, got "
                 f"{tuple(position_ids.shape)}."
             )
-        # The context limit is per sequence: a packed row may be longer than the context when its positions restart
-        # (checked only for such rows, so that ordinary batches cost no device sync).
-        context = self.config.max_position_embeddings
-        if seq_len > context and int(position_ids.max()) >= context:
-            raise ValueError(
-                f"A sequence is longer than max_position_embeddings ({context}), up to position "
-                f"{int(position_ids.max())}: truncate each sequence (tokenizer(..., truncation=True, "
-                f"max_length={context})), pack documents with `position_ids` restarting at 0, or extend the context "
-                "with RoPE scaling."
-            )
-
-        packed, attention_mask = self._plan_packing(attention_mask, position_ids, cu_seq_lens, output_attentions)
+        # Recorded hidden states and attention maps keep the input's layout, so padding is not removed for them.
+        keep_padded_layout = bool(
+            kwargs.get("output_hidden_states", self.config.output_hidden_states)
+            or kwargs.get("output_attentions", self.config.output_attentions)
+        )
+        packed, attention_mask = self._plan_packing(attention_mask, position_ids, cu_seq_lens, keep_padded_layout)
         hidden_states = inputs_embeds
-        if packed is not None and packed.indices is not None:
-            hidden_states = packed.pack(hidden_states)
-            position_ids = packed.pack(position_ids.expand(batch_size, -1))
+        if packed is not None:
+            if packed.indices is not None:
+                hidden_states = packed.pack(hidden_states)
+                position_ids = packed.pack(position_ids.expand(batch_size, -1))
+            kwargs.update(packed.attention_kwargs())
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         if attention_mask is not None:
             attention_mask = self._expand_padding_mask(attention_mask, hidden_states.dtype)
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, attn_weights = layer(
-                hidden_states,
-                position_embeddings=position_embeddings,
-                attention_mask=attention_mask,
-                packed_sequences=packed,
-                **kwargs,
+            hidden_states = layer(
+                hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask, **kwargs
             )
-            if output_attentions:
-                all_attentions += (attn_weights,)
         hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-
         if packed is not None and packed.indices is not None:
             hidden_states = packed.unpack(hidden_states)
-            if output_hidden_states:
-                all_hidden_states = tuple(packed.unpack(state) for state in all_hidden_states)
-
-        if not return_dict:
-            return tuple(v for v in (hidden_states, all_hidden_states, all_attentions) if v is not None)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
+        return BaseModelOutput(last_hidden_state=hidden_states)
 
     def _plan_packing(
         self,
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor,
         cu_seq_lens: torch.Tensor | None,
-        output_attentions: bool,
+        keep_padded_layout: bool,
     ) -> tuple[PackedSequences | None, torch.Tensor | None]:
         """Decides between the padded path (returns a mask) and the packed path (returns `PackedSequences`)."""
         if cu_seq_lens is not None:
@@ -599,8 +579,7 @@ class EuroBertModel(EuroBertPreTrainedModel):
             if _has_restarting_positions(position_ids):
                 return PackedSequences.from_position_ids(position_ids), None
             return None, None
-        if output_attentions:
-            # Attention maps are returned in the padded layout, so this path keeps the padded computation.
+        if keep_padded_layout:
             return None, attention_mask
         return PackedSequences.from_attention_mask(attention_mask), None
 
@@ -620,58 +599,47 @@ def _masked_mean(values: torch.Tensor, attention_mask: torch.Tensor | None) -> t
     return (values * mask).sum(dim=1) / mask.sum(dim=1)
 
 
-def _pool_and_classify(
-    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str, head: nn.Module
-) -> torch.Tensor:
-    """Applies `head` (dense → GELU → classifier) with EuroBERT's `bos`, `mean` or `late` pooling."""
-    if pooling == "late":
-        return _masked_mean(head(hidden_states), attention_mask)
-    pooled = hidden_states[:, 0] if pooling == "bos" else _masked_mean(hidden_states, attention_mask)
-    return head(pooled)
+def _first_token(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The hidden state of each row's first real token (`<|begin_of_text|>`), wherever padding puts it."""
+    if attention_mask is None:
+        return hidden_states[:, 0]
+    first = attention_mask.to(hidden_states.device).int().argmax(dim=-1)
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), first]
 
 
-def _token_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
-) -> torch.Tensor:
-    """Cross-entropy over tokens (labels -100 ignored), in float32; summed then divided by `num_items_in_batch`
-    when the trainer gives it, so that gradient accumulation does not change the loss."""
-    logits = logits.reshape(-1, logits.shape[-1]).float()
-    labels = labels.reshape(-1).to(logits.device)
-    if num_items_in_batch is None:
-        return F.cross_entropy(logits, labels, ignore_index=-100)
-    loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(loss.device)
-    return loss / num_items_in_batch
+class EuroBertPooledClassifier(EuroBertPreTrainedModel):
+    """Backbone plus EuroBERT's `dense → GELU → classifier` head over `bos`, `mean` or `late` pooling
+    (`config.classifier_pooling`; Hub-era configs call it `clf_pooling`): the sequence-classification and
+    multiple-choice models."""
 
+    def __init__(self, config: EuroBertConfig, num_outputs: int):
+        super().__init__(config)
+        self.model = EuroBertModel(config)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.GELU()
+        self.classifier = nn.Linear(config.hidden_size, num_outputs)
+        self.post_init()
 
-def _sequence_classification_loss(config: EuroBertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Regression, single- or multi-label loss, choosing and recording `config.problem_type` the transformers way."""
-    labels = labels.to(logits.device)
-    num_labels = logits.shape[-1]
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
-        if num_labels == 1:
-            return F.mse_loss(logits.squeeze().float(), labels.squeeze().float())
-        return F.mse_loss(logits.float(), labels.float())
-    if config.problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels).float(), labels.view(-1))
-    if config.problem_type == "multi_label_classification":
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.dtype).float())
-    raise ValueError(
-        f"Unknown problem_type {config.problem_type!r}; use 'regression', 'single_label_classification' or "
-        "'multi_label_classification'."
-    )
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.activation(self.dense(features)))
+
+    def pooled_logits(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`(batch, seq_len, hidden)` → `(batch, num_outputs)`, padding never counted."""
+        pooling = self.config.classifier_pooling
+        if pooling == "late":
+            return _masked_mean(self._head(hidden_states), attention_mask)
+        if pooling == "bos":
+            return self._head(_first_token(hidden_states, attention_mask))
+        return self._head(_masked_mean(hidden_states, attention_mask))
 
 
 class EuroBertForMaskedLM(EuroBertPreTrainedModel):
-    """EuroBERT with its (untied) masked-language-modelling head. The official checkpoints are saved as this class."""
+    """EuroBERT with its masked-language-modelling head (untied unless `tie_word_embeddings=True`). The official
+    checkpoints are saved as this class."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"} if _TRANSFORMERS_5 else ["lm_head.weight"]
+    _tp_plan = {"lm_head": "colwise_gather_output" if _TRANSFORMERS_5 else "colwise_rep"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: EuroBertConfig):
         super().__init__(config)
@@ -685,6 +653,7 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -692,19 +661,13 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | MaskedLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
             Token ids to predict at masked positions, -100 elsewhere.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(
-            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
-        )
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         hidden_states = outputs.last_hidden_state
         if attention_mask is not None and not bool(attention_mask.all()):
             # The vocabulary projection is the largest matmul of the model: run it on real tokens only.
@@ -715,29 +678,20 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
             logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = _token_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
-        output = MaskedLMOutput(
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
-class EuroBertForSequenceClassification(EuroBertPreTrainedModel):
-    """EuroBERT with a `dense → GELU → classifier` head and `bos`, `mean` or `late` pooling
-    (`config.classifier_pooling`; Hub-era configs call it `clf_pooling`)."""
+class EuroBertForSequenceClassification(EuroBertPooledClassifier):
+    """EuroBERT with a `dense → GELU → classifier` head and `bos`, `mean` or `late` pooling."""
 
     def __init__(self, config: EuroBertConfig):
-        super().__init__(config)
+        super().__init__(config, num_outputs=config.num_labels)
         self.num_labels = config.num_labels
-        self.model = EuroBertModel(config)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = nn.GELU()
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
 
-    def _classification_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.activation(self.dense(features)))
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -745,27 +699,18 @@ class EuroBertForSequenceClassification(EuroBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | SequenceClassifierOutput:
         r"""
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Class indices (single-label), multi-hot floats (multi-label) or targets (regression, `num_labels == 1`).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(
-            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
-        )
-        logits = _pool_and_classify(
-            outputs.last_hidden_state, attention_mask, self.config.classifier_pooling, self._classification_head
-        )
-        loss = _sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        output = SequenceClassifierOutput(
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
+        logits = self.pooled_logits(outputs.last_hidden_state, attention_mask)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForTokenClassification(EuroBertPreTrainedModel):
@@ -778,6 +723,7 @@ class EuroBertForTokenClassification(EuroBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -785,25 +731,18 @@ class EuroBertForTokenClassification(EuroBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | TokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
             Class index per token, -100 for tokens to ignore.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(
-            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
-        )
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         logits = self.classifier(outputs.last_hidden_state)
-        loss = _token_cross_entropy(logits, labels) if labels is not None else None
-        output = TokenClassifierOutput(
+        loss = self.loss_function(logits, labels, self.config, **kwargs) if labels is not None else None
+        return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
@@ -816,6 +755,7 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -824,10 +764,7 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         start_positions: torch.LongTensor | None = None,
         end_positions: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | QuestionAnsweringModelOutput:
         r"""
         start_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
@@ -835,52 +772,33 @@ class EuroBertForQuestionAnswering(EuroBertPreTrainedModel):
         end_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Index of the last token of the answer span.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self._encode(
-            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states, kwargs
-        )
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
-        start_logits = start_logits.squeeze(-1).contiguous()
-        end_logits = end_logits.squeeze(-1).contiguous()
+        outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
         if attention_mask is not None:
             # Padding can never be part of an answer span.
             padding = ~attention_mask.bool().to(start_logits.device)
             start_logits = start_logits.masked_fill(padding, torch.finfo(start_logits.dtype).min)
             end_logits = end_logits.masked_fill(padding, torch.finfo(end_logits.dtype).min)
-
         loss = None
         if start_positions is not None and end_positions is not None:
-            ignored_index = start_logits.size(1)
-            start_positions = start_positions.reshape(-1).clamp(0, ignored_index).to(start_logits.device)
-            end_positions = end_positions.reshape(-1).clamp(0, ignored_index).to(end_logits.device)
-            start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored_index)
-            end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored_index)
-            loss = (start_loss + end_loss) / 2
-        output = QuestionAnsweringModelOutput(
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
             loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
-class EuroBertForMultipleChoice(EuroBertPreTrainedModel):
+class EuroBertForMultipleChoice(EuroBertPooledClassifier):
     """EuroBERT scoring each choice with the sequence-classification head layout (`dense → GELU → classifier`,
     one logit per choice) and the configured pooling."""
 
     def __init__(self, config: EuroBertConfig):
-        super().__init__(config)
-        self.model = EuroBertModel(config)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = nn.GELU()
-        self.classifier = nn.Linear(config.hidden_size, 1)
-        self.post_init()
+        super().__init__(config, num_outputs=1)
 
-    def _classification_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.activation(self.dense(features)))
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -888,10 +806,7 @@ class EuroBertForMultipleChoice(EuroBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | MultipleChoiceModelOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, num_choices, seq_len)`):
@@ -899,40 +814,33 @@ class EuroBertForMultipleChoice(EuroBertPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Index of the correct choice.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("EuroBertForMultipleChoice needs exactly one of `input_ids` and `inputs_embeds`.")
-        expected_dims = 3 if input_ids is not None else 4
         reference = input_ids if input_ids is not None else inputs_embeds
-        if reference.dim() != expected_dims:
+        expected_dims = 3 if input_ids is not None else 4
+        if reference is None or reference.dim() != expected_dims:
             raise ValueError(
-                "EuroBertForMultipleChoice expects inputs of shape (batch_size, num_choices, seq_len"
-                f"{'' if input_ids is not None else ', hidden_size'}); got {tuple(reference.shape)}."
+                "EuroBertForMultipleChoice expects input_ids of shape (batch_size, num_choices, seq_len) or "
+                "inputs_embeds of shape (batch_size, num_choices, seq_len, hidden_size); got "
+                f"{None if reference is None else tuple(reference.shape)}."
             )
         num_choices = reference.shape[1]
 
         def flatten_choices(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.reshape(-1, *tensor.shape[2:])
+            return None if tensor is None else tensor.flatten(0, 1)
 
-        attention_mask_flat = flatten_choices(attention_mask)
-        outputs = self._encode(
+        attention_mask = flatten_choices(attention_mask)
+        outputs = self.model(
             flatten_choices(input_ids),
-            attention_mask_flat,
+            attention_mask,
             flatten_choices(position_ids),
             flatten_choices(inputs_embeds),
-            output_attentions,
-            output_hidden_states,
-            kwargs,
+            return_dict=True,
+            **kwargs,
         )
-        scores = _pool_and_classify(
-            outputs.last_hidden_state, attention_mask_flat, self.config.classifier_pooling, self._classification_head
-        )
-        logits = scores.view(-1, num_choices)
+        logits = self.pooled_logits(outputs.last_hidden_state, attention_mask).view(-1, num_choices)
         loss = F.cross_entropy(logits.float(), labels.to(logits.device)) if labels is not None else None
-        output = MultipleChoiceModelOutput(
+        return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
