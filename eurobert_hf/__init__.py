@@ -31,6 +31,7 @@ _LAZY_ATTRIBUTES = {
     "cache_teacher_probs": "eurobert_hf.trainers.teacher_cache",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
+    "export_onnx": "eurobert_hf.export",
 }
 
 __all__ = [
