@@ -40,7 +40,7 @@ class ExportArguments:
     fp16: bool = field(default=False, metadata={"help": "Export in float16 (half the size; for GPUs)."})
     opset_version: int | None = field(default=None, metadata={"help": "The ONNX opset (the exporter's default)."})
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace the content of `output_dir` if it is not empty."}
+        default=False, metadata={"help": "Replace a non-empty `output_dir` (its previous files are removed)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own model code."})
 
@@ -88,14 +88,14 @@ def run(argv: Sequence[str]) -> int:
     output_dir = Path(args.output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not args.overwrite_output_dir:
         raise CommandError(
-            f"The output folder {args.output_dir!r} is not empty. Pass `--overwrite_output_dir` to replace its "
-            "content, or choose another `--output_dir`."
+            f"The output folder {args.output_dir!r} is not empty. Pass `--overwrite_output_dir` to replace it "
+            "(its files are removed), or choose another `--output_dir`."
         )
     # float32 whatever the checkpoint's dtype (ONNX Runtime's CPU kernels have no bfloat16); `--fp16` converts.
     model = model_class.from_pretrained(args.model_name_or_path, dtype=torch.float32, attn_implementation="sdpa")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError):  # transformers 4.56 raises KeyError for a folder with no tokenizer files
         tokenizer = None
         note(f"{args.model_name_or_path!r} has no tokenizer; the output folder gets the model and its config only.")
     path = export_onnx(
