@@ -137,3 +137,19 @@ def test_compile_fullgraph_dynamic_matches_eager(head):
 @pytest.mark.parametrize("head", ["masked-lm"])
 def test_compile_fullgraph_inductor_matches_eager(head):
     _compile_and_check(head, backend="inductor")
+
+
+def test_eager_padded_path_zeroes_padding_like_the_packed_path():
+    """`output_attentions=True` keeps the padded path in eager mode: its outputs, padding included, equal the packed
+    path's (zeros at padding), so the capture path and eager agree on every position."""
+    torch.manual_seed(0)
+    model = EuroBertModel(tiny_config(attn_implementation="eager")).eval()
+    batch = make_batch([6, 3, 9], 9, left_padded=(1,))
+    with torch.no_grad():
+        packed = model(**batch, output_hidden_states=True)
+        padded = model(**batch, output_hidden_states=True, output_attentions=True)
+    padding = batch["attention_mask"] == 0
+    assert padded.last_hidden_state[padding].abs().max() == 0
+    torch.testing.assert_close(padded.last_hidden_state, packed.last_hidden_state, atol=TOLERANCE, rtol=TOLERANCE)
+    for a, b in zip(padded.hidden_states, packed.hidden_states):
+        torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE)
