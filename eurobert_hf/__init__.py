@@ -33,6 +33,7 @@ _LAZY_ATTRIBUTES = {
     "load_teacher_cache": "eurobert_hf.trainers.cache_shards",
     "ULDConfig": "eurobert_hf.trainers.uld_config",
     "ULDTrainer": "eurobert_hf.trainers.uld_trainer",
+    "export_onnx": "eurobert_hf.export",
 }
 
 __all__ = [

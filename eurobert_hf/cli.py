@@ -1,4 +1,4 @@
-"""The `eurobert-hf` command line: `eurobert-hf {cache-teacher,demo,distill,finetune,pretrain} [flags]`.
+"""The `eurobert-hf` command line: `eurobert-hf {cache-teacher,demo,distill,export,finetune,pretrain} [flags]`.
 
 Each subcommand parses its flags with `TrlParser` over the library's config dataclasses (so every `ULDConfig` or
 `TrainingArguments` field is a flag and `--config file.yaml` works) and lives in `eurobert_hf.commands.<name>` (dashes
@@ -20,6 +20,7 @@ COMMANDS = {
     "cache-teacher": "Run a ULD teacher once over a dataset and write its sorted probabilities (Parquet shards).",
     "demo": "The main job, offline: distil Gemma-3-270M into SmolLM2-135M-Instruct (CE vs CE + ULD) and report.",
     "distill": "Universal Logit Distillation of a causal LM from a teacher with another tokenizer.",
+    "export": "Export a EuroBERT checkpoint to ONNX (dynamic batch and sequence axes, any head, optional float16).",
     "finetune": "Fine-tune EuroBERT for classification, token classification, question answering or multiple choice.",
     "pretrain": "Continue EuroBERT's masked-language-model pre-training (mask-only, packed, warmup-stable-decay).",
 }

@@ -132,6 +132,17 @@ class PackedSequences:
         return padded.view(*self.padded_shape, *packed.shape[1:])
 
 
+# torch < 2.5 has no is_exporting; its torch.export always ran under is_compiling.
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
+def is_capturing_graph() -> bool:
+    """Whether `torch.compile`, `torch.export` (and so the ONNX exporter) or the TorchScript tracer is recording the
+    model. A recorded graph cannot branch on the contents of a tensor, so the model then takes its mask-based padded
+    path, whose computation depends on shapes only, instead of packing the real tokens."""
+    return torch.compiler.is_compiling() or _is_exporting() or torch.jit.is_tracing()
+
+
 def _has_restarting_positions(position_ids: torch.Tensor) -> bool:
     return position_ids.shape[0] == 1 and bool((position_ids[0, 1:] == 0).any())
 
@@ -544,6 +555,7 @@ class EuroBertModel(EuroBertPreTrainedModel):
             or kwargs.get("output_attentions", self.config.output_attentions)
         )
         packed, attention_mask = self._plan_packing(attention_mask, position_ids, cu_seq_lens, keep_padded_layout)
+        padding = ~attention_mask.bool()[..., None] if attention_mask is not None else None
         hidden_states = inputs_embeds
         if packed is not None:
             if packed.indices is not None:
@@ -561,6 +573,9 @@ class EuroBertModel(EuroBertPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         if packed is not None and packed.indices is not None:
             hidden_states = packed.unpack(hidden_states)
+        elif padding is not None:
+            # The padded path computes outputs at padding positions too; zero them as the packed path does.
+            hidden_states = hidden_states.masked_fill(padding, 0.0)
         return BaseModelOutput(last_hidden_state=hidden_states)
 
     def _plan_packing(
@@ -571,6 +586,13 @@ class EuroBertModel(EuroBertPreTrainedModel):
         keep_padded_layout: bool,
     ) -> tuple[PackedSequences | None, torch.Tensor | None]:
         """Decides between the padded path (returns a mask) and the packed path (returns `PackedSequences`)."""
+        if is_capturing_graph():
+            if cu_seq_lens is not None:
+                raise ValueError(
+                    "cu_seq_lens_q (packed sequences) cannot be used while compiling or exporting the model: pass "
+                    "padded input_ids with their attention_mask instead."
+                )
+            return None, attention_mask
         if cu_seq_lens is not None:
             if attention_mask is not None and not bool(attention_mask.all()):
                 raise ValueError("Pass either cu_seq_lens_q (packed sequences) or a padding attention_mask, not both.")
@@ -669,7 +691,10 @@ class EuroBertForMaskedLM(EuroBertPreTrainedModel):
         """
         outputs = self.model(input_ids, attention_mask, position_ids, inputs_embeds, return_dict=True, **kwargs)
         hidden_states = outputs.last_hidden_state
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None and is_capturing_graph():
+            # A graph cannot select the real tokens by value: project every position and zero the padding.
+            logits = self.lm_head(hidden_states).masked_fill(~attention_mask.bool()[..., None], 0.0)
+        elif attention_mask is not None and not bool(attention_mask.all()):
             # The vocabulary projection is the largest matmul of the model: run it on real tokens only.
             keep = attention_mask.bool()
             logits = hidden_states.new_zeros((*keep.shape, self.config.vocab_size))
@@ -836,7 +861,7 @@ class EuroBertForMultipleChoice(EuroBertPooledClassifier):
             return_dict=True,
             **kwargs,
         )
-        logits = self.pooled_logits(outputs.last_hidden_state, attention_mask).view(-1, num_choices)
+        logits = self.pooled_logits(outputs.last_hidden_state, attention_mask).view(reference.shape[0], num_choices)
         loss = F.cross_entropy(logits.float(), labels.to(logits.device)) if labels is not None else None
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
