@@ -67,13 +67,21 @@ def _uld_dataset(teacher, cached: bool, max_length: int | None):
         return cache_teacher_probs(teacher, prepared, top_k=TEACHER_CACHE_TOP_K, batch_size=GLOBAL_BATCH_SIZE)
 
 
-def _is_sharded(model: torch.nn.Module) -> bool:
+def _unsharded_parameters(model: torch.nn.Module) -> list[str]:
     from torch.distributed.tensor import DTensor
 
-    return all(isinstance(parameter, DTensor) for parameter in model.parameters())
+    return [name for name, parameter in model.named_parameters() if not isinstance(parameter, DTensor)]
 
 
-def train(output_dir: str, per_device_batch_size: int, cached: bool, results_file: str) -> None:
+def _layers_are_sharded(model: torch.nn.Module) -> bool:
+    """Whether each decoder layer is its own FSDP unit, gathered alone rather than with the whole model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return all(isinstance(layer, FSDPModule) for layer in model.model.layers)
+
+
+def train(output_dir: str, per_device_batch_size: int, teacher_path: str | None, results_file: str) -> None:
+    """Trains with the teacher saved at `teacher_path` (loaded by the trainer), or without teacher on its cache."""
     from eurobert_hf.trainers import ULDConfig, ULDTrainer
     from tests.uld_fixtures import student_tokenizer, teacher_tokenizer, tiny_student, tiny_teacher
 
@@ -92,14 +100,13 @@ def train(output_dir: str, per_device_batch_size: int, cached: bool, results_fil
         seed=0,
         disable_tqdm=True,
         average_tokens_across_devices=True,
-        uld_top_k=TEACHER_CACHE_TOP_K if cached else None,
+        uld_top_k=None if teacher_path else TEACHER_CACHE_TOP_K,
     )
-    teacher = tiny_teacher()
-    train_dataset = _uld_dataset(teacher, cached, args.max_length)
+    train_dataset = _uld_dataset(tiny_teacher(), teacher_path is None, args.max_length)
     with _accelerate_fsdp_on_cpu(args):
         trainer = ULDTrainer(
             model=tiny_student(),
-            teacher_model=None if cached else teacher,
+            teacher_model=teacher_path,
             args=args,
             train_dataset=train_dataset,
             eval_dataset=train_dataset,
@@ -112,8 +119,9 @@ def train(output_dir: str, per_device_batch_size: int, cached: bool, results_fil
     if trainer.is_world_process_zero():
         results = {
             "fsdp": trainer.is_fsdp_enabled,
-            "sharded_student": _is_sharded(trainer.model_wrapped),
-            "sharded_teacher": trainer.teacher_model is not None and _is_sharded(trainer.teacher_model),
+            "unsharded_student": _unsharded_parameters(trainer.model_wrapped),
+            "unsharded_teacher": None if teacher_path is None else _unsharded_parameters(trainer.teacher_model),
+            "teacher_layers_sharded": teacher_path is not None and _layers_are_sharded(trainer.teacher_model),
             "logs": [log for log in trainer.state.log_history if "loss" in log],
             "eval": metrics,
         }
@@ -142,14 +150,20 @@ def _saved_weights(folder: str) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher", ["sharded", "cached"])
 def test_fsdp_matches_a_single_process(tmp_path, teacher):
-    from tests.uld_fixtures import tiny_student
+    from tests.uld_fixtures import tiny_student, tiny_teacher
 
     script = os.path.abspath(__file__)
-    mode = "cached" if teacher == "cached" else "live"
+    mode = "cached"
+    if teacher == "sharded":
+        # Loaded by the trainer, so that under `cpu_ram_efficient_loading` only the main process reads the weights.
+        mode = str(tmp_path / "teacher")
+        tiny_teacher().save_pretrained(mode)
     single, fsdp = tmp_path / "single", tmp_path / "fsdp"
     _run([sys.executable, script, str(single), str(GLOBAL_BATCH_SIZE), mode, str(tmp_path / "single.json")], tmp_path)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2"]
-    launch += ["--fsdp_state_dict_type", "FULL_STATE_DICT", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
+    launch += ["--fsdp_cpu_ram_efficient_loading", "true", "--fsdp_sync_module_states", "true"]
+    launch += ["--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     _run([*launch, script, str(fsdp), str(GLOBAL_BATCH_SIZE // 2), mode, str(tmp_path / "fsdp.json")], tmp_path)
 
@@ -157,9 +171,11 @@ def test_fsdp_matches_a_single_process(tmp_path, teacher):
         single_results = json.load(handle)
     with open(tmp_path / "fsdp.json") as handle:
         fsdp_results = json.load(handle)
-    # The 2-process run really was FSDP: every parameter of the student (and of the live teacher) is a shard.
-    assert fsdp_results["fsdp"] and fsdp_results["sharded_student"]
-    assert fsdp_results["sharded_teacher"] == (teacher == "sharded")
+    # The 2-process run really was FSDP: every parameter of the student and of the live teacher is a shard (the
+    # teacher's too after its forwards), and the teacher is sharded layer by layer.
+    assert fsdp_results["fsdp"] and fsdp_results["unsharded_student"] == []
+    if teacher == "sharded":
+        assert fsdp_results["unsharded_teacher"] == [] and fsdp_results["teacher_layers_sharded"]
     assert not single_results["fsdp"]
 
     single_logs, fsdp_logs = single_results["logs"], fsdp_results["logs"]
@@ -183,4 +199,4 @@ def test_fsdp_matches_a_single_process(tmp_path, teacher):
 if __name__ == "__main__":
     # Import the package and the test helpers by their full names, from the repository root rather than from tests/.
     sys.path[0] = REPO_ROOT
-    train(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "cached", sys.argv[4])
+    train(sys.argv[1], int(sys.argv[2]), None if sys.argv[3] == "cached" else sys.argv[3], sys.argv[4])
