@@ -3,8 +3,9 @@
 Both models get the same random weights (EuroBERT-210m shape unless `--layers` says otherwise) and run
 (a) a variable-length batch of 16 sequences with lengths uniform in [16, 512) (fixed seed), right-padded, and
 (b) a batch of 16 x 512 tokens with no padding, forward and forward+backward. Every measurement runs in a fresh
-subprocess so that peak memory is its own. Printed: real tokens/s, peak memory above the idle model, our/native
-ratios, and a summary as the last line.
+subprocess. Printed: real tokens/s, the peak memory of one step (the bytes of the tensors it holds at once, above
+the idle model and its inputs: `torch.cuda.max_memory_allocated` on CUDA, the profiler's memory events on CPU),
+our/native ratios, and a summary as the last line.
 
     python benchmarks/bench_encoder.py                      # CPU, fp32 and bf16 autocast, 2 threads
     python benchmarks/bench_encoder.py --device cuda        # GPU, bf16: sdpa and the fastest varlen path
@@ -18,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,31 +45,33 @@ def build_inputs(case: str, vocab_size: int, seed: int = 0):
     return input_ids, attention_mask
 
 
-def peak_memory_reset(device: str) -> int:
+def peak_step_memory(step, device: str) -> int:
+    """Peak bytes of the tensors that one call of `step` holds at once, above what was allocated before it."""
     import torch
 
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set size (VmHWM)
-    return _proc_status_kib("VmRSS") * 1024
+        baseline = torch.cuda.memory_allocated()
+        step()
+        return torch.cuda.max_memory_allocated() - baseline
+    # torch's CPU allocator keeps no peak statistics, and the process's resident set size cannot stand in for them:
+    # glibc keeps the pages of freed tensors, so after a warm-up step the high-water mark hardly moves (it printed
+    # zero and negative peaks). The profiler reports, at every CPU allocation and free, the bytes allocated since it
+    # started: their maximum is the step's own peak.
+    from torch.profiler import ProfilerActivity, profile
 
-
-def peak_memory_read(device: str) -> int:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    return _proc_status_kib("VmHWM") * 1024
-
-
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    with tempfile.TemporaryDirectory() as folder:
+        trace_path = os.path.join(folder, "trace.json")
+        profiler.export_chrome_trace(trace_path)
+        with open(trace_path) as handle:
+            events = json.load(handle)["traceEvents"]
+    allocated = [event["args"]["Total Allocated"] for event in events if event.get("name") == "[memory]"]
+    if not allocated:
+        raise RuntimeError("the profiler recorded no CPU memory event: cannot measure the peak memory")
+    return max(allocated)
 
 
 def measure(spec: dict) -> dict:
@@ -116,14 +120,14 @@ def measure(spec: dict) -> dict:
 
     step()  # warm-up (allocator, kernels)
     model.zero_grad(set_to_none=True)
-    baseline = peak_memory_reset(device)
     times = []
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
-    peak = peak_memory_read(device) - baseline
+    # Measured on a step of its own: profiling would slow the timed ones.
+    peak = peak_step_memory(step, device)
     best = min(times)
     return {"seconds": best, "tokens_per_s": real_tokens / best, "peak_mib": peak / 2**20, "real_tokens": real_tokens}
 

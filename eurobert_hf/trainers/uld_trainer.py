@@ -365,6 +365,18 @@ class ULDTrainer(SFTTrainer):
         teacher_model.requires_grad_(False)
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(teacher_model, self.accelerator)
+        if self.is_fsdp_enabled and self.accelerator.is_fsdp2:
+            # Sharded the way accelerate shards the student: one FSDP unit per layer of the wrap policy, so that a
+            # forward gathers one layer at a time, and under `cpu_ram_efficient_loading` the weights broadcast from
+            # the main process (transformers < 5 loads them there only: the other processes hold uninitialised ones).
+            # Imported here: accelerate >= 1.6 only, the first with FSDP2.
+            from accelerate.utils import fsdp2_prepare_model
+
+            teacher_model = fsdp2_prepare_model(self.accelerator, teacher_model)
+            # accelerate keeps the embeddings and the final norm gathered from the forward to the backward, which a
+            # teacher never runs: without this, they would stay whole on every process after the first forward.
+            teacher_model.set_reshard_after_forward(True)
+            return teacher_model.eval()
         if self.is_fsdp_enabled:
             return prepare_fsdp(teacher_model, self.accelerator)
         return self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
