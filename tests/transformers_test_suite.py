@@ -6,7 +6,7 @@ The sdist ships `tests/*.py` but not the sub-packages those files import (`tests
 `generate`; graph export is tested elsewhere in this suite) and the common config kwargs by `COMMON_CONFIG_KWARGS`
 below. Nothing is copied into this repository: the files are downloaded once with pip and cached under
 `$EUROBERT_HF_CACHE` (default `~/.cache/eurobert_hf`)/transformers-tests/<version>. The `parameterized` package those
-files need is fetched the same way when it is not installed.
+files need comes with the `test` extra.
 """
 
 import importlib
@@ -16,13 +16,11 @@ import sys
 import tarfile
 import tempfile
 import types
-import zipfile
 from pathlib import Path
 
 import transformers
 
 PACKAGE = "transformers_tests"
-PARAMETERIZED_VERSION = "0.9.0"
 
 # Non-default values of `PretrainedConfig`'s common attributes, for `ConfigTester.check_config_arguments_init`.
 COMMON_CONFIG_KWARGS = {
@@ -72,15 +70,6 @@ def _fetch_common_tests(target: Path) -> None:
         package.rename(target / PACKAGE)
 
 
-def _fetch_parameterized(target: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        wheel = _pip_download(f"parameterized=={PARAMETERIZED_VERSION}", Path(scratch) / "download", binary=True)
-        extracted = Path(scratch) / "site"
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(extracted)
-        extracted.rename(target)
-
-
 def _install_stub(name: str, **attributes) -> None:
     module = types.ModuleType(name)
     module.__dict__.update(attributes)
@@ -93,13 +82,6 @@ def load() -> types.SimpleNamespace:
     root = cache_dir()
     if not (root / PACKAGE / "test_modeling_common.py").exists():
         _fetch_common_tests(root)
-    try:
-        importlib.import_module("parameterized")
-    except ImportError:
-        site = root / "site"
-        if not site.exists():
-            _fetch_parameterized(site)
-        sys.path.insert(0, str(site))
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
 
