@@ -43,9 +43,9 @@ def cache_dir() -> Path:
     return root / "transformers-tests" / transformers.__version__
 
 
-def _pip_download(requirement: str, destination: Path, binary: bool) -> Path:
-    command = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "-d", str(destination), "-q"]
-    command += ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+def _download_sdist(requirement: str, destination: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--no-binary", ":all:"]
+    command += ["-d", str(destination), "-q"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     files = list(destination.iterdir())
     if result.returncode != 0 or len(files) != 1:
@@ -58,7 +58,7 @@ def _fetch_common_tests(target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as scratch:
         scratch = Path(scratch)
-        archive = _pip_download(f"transformers=={transformers.__version__}", scratch / "download", binary=False)
+        archive = _download_sdist(f"transformers=={transformers.__version__}", scratch / "download")
         package = scratch / PACKAGE
         package.mkdir()
         with tarfile.open(archive) as tar:
