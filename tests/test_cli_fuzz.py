@@ -245,7 +245,7 @@ def stop_before_models(monkeypatch, tmp_path):
     """Model loading raises `DataAccepted`; `datasets` caches the hundreds of files under `tmp_path`."""
     monkeypatch.setattr(finetune, "_AUTO_CLASSES", dict.fromkeys(finetune.TASKS, _Refusing))
     monkeypatch.setattr(pretrain, "AutoModelForMaskedLM", _Refusing)
-    monkeypatch.setattr(distill, "_load_teacher", accepted)
+    monkeypatch.setattr(distill, "load_teacher_model", accepted)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     datasets.disable_progress_bars()
     yield

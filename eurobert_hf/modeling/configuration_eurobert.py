@@ -239,15 +239,12 @@ class EuroBertConfig(PretrainedConfig):
         auto_map = {
             auto: reference for auto, reference in EUROBERT_AUTO_MAP.items() if reference.split(".")[0] in held
         }
-        previous = self.__dict__.pop("auto_map", None)
+        # As transformers does for classes registered for auto classes, the config keeps the `auto_map` it saved, so
+        # that it equals the config loaded back from the folder.
+        self.__dict__.pop("auto_map", None)
         if auto_map:
             self.auto_map = auto_map
-        try:
-            super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
-        finally:
-            self.__dict__.pop("auto_map", None)
-            if previous is not None:
-                self.auto_map = previous
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def _default_head_dim(self) -> int:
         if self.num_attention_heads <= 0 or self.hidden_size % self.num_attention_heads != 0:
