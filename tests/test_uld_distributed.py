@@ -12,11 +12,11 @@ token counts gathered across processes.
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
+
+from tests.launch_fixtures import free_port, run_script
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -64,27 +64,15 @@ def train(output_dir: str, per_device_batch_size: int, losses_file: str) -> None
             json.dump(logs, handle)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _run(command: list[str], tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-
-
 @pytest.mark.slow
 def test_ddp_matches_a_single_process(tmp_path):
     script = os.path.abspath(__file__)
     single, ddp = str(tmp_path / "single.json"), str(tmp_path / "ddp.json")
-    _run([sys.executable, script, str(tmp_path / "single"), str(GLOBAL_BATCH_SIZE), single], tmp_path)
+    run_script([sys.executable, script, str(tmp_path / "single"), str(GLOBAL_BATCH_SIZE), single], tmp_path)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(_free_port())]
-    _run([*launch, script, str(tmp_path / "ddp"), str(GLOBAL_BATCH_SIZE // 2), ddp], tmp_path)
+    launch += ["--main_process_port", str(free_port())]
+    run_script([*launch, script, str(tmp_path / "ddp"), str(GLOBAL_BATCH_SIZE // 2), ddp], tmp_path)
 
     with open(single) as handle:
         single_logs = json.load(handle)
@@ -96,6 +84,19 @@ def test_ddp_matches_a_single_process(tmp_path):
             assert ddp_log[key] == pytest.approx(single_log[key], rel=1e-5, abs=1e-5), (key, single_log, ddp_log)
     # The student learns: the losses are not constant, so matching them checks the gradients too.
     assert single_logs[-1]["loss"] != single_logs[0]["loss"]
+
+
+def test_scripts_start_without_the_accelerate_state_of_the_test_process(monkeypatch):
+    # On transformers 4.x any config built earlier in this process leaves its precision here (see launch_fixtures):
+    # inherited, it made the single process train in bf16 while the launched processes ran in float32.
+    from tests.launch_fixtures import script_environment
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_SHARDING_STRATEGY", "FULL_SHARD")
+    env = script_environment()
+    assert not [name for name in env if name.startswith(("ACCELERATE_", "FSDP_"))]
+    assert env["PYTHONPATH"] == REPO_ROOT and env["PATH"] == os.environ["PATH"]
 
 
 if __name__ == "__main__":

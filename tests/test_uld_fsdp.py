@@ -17,12 +17,12 @@ the saved student's path to a JSON file.
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
 import torch
+
+from tests.launch_fixtures import free_port, run_script
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -129,18 +129,6 @@ def train(output_dir: str, per_device_batch_size: int, teacher_path: str | None,
             json.dump(results, handle)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _run(command: list[str], tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-
-
 def _saved_weights(folder: str) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
@@ -159,13 +147,14 @@ def test_fsdp_matches_a_single_process(tmp_path, teacher):
         mode = str(tmp_path / "teacher")
         tiny_teacher().save_pretrained(mode)
     single, fsdp = tmp_path / "single", tmp_path / "fsdp"
-    _run([sys.executable, script, str(single), str(GLOBAL_BATCH_SIZE), mode, str(tmp_path / "single.json")], tmp_path)
+    single_command = [sys.executable, script, str(single), str(GLOBAL_BATCH_SIZE), mode, str(tmp_path / "single.json")]
+    run_script(single_command, tmp_path)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2"]
     launch += ["--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
     launch += ["--fsdp_cpu_ram_efficient_loading", "true", "--fsdp_sync_module_states", "true"]
     launch += ["--num_processes", "2", "--num_machines", "1"]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    _run([*launch, script, str(fsdp), str(GLOBAL_BATCH_SIZE // 2), mode, str(tmp_path / "fsdp.json")], tmp_path)
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    run_script([*launch, script, str(fsdp), str(GLOBAL_BATCH_SIZE // 2), mode, str(tmp_path / "fsdp.json")], tmp_path)
 
     with open(tmp_path / "single.json") as handle:
         single_results = json.load(handle)
