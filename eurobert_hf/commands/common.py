@@ -92,6 +92,34 @@ class DataArguments:
     )
 
 
+def parse_command_line(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str],
+    prog: str,
+    description: str,
+    defaults: dict[str, Any] | None = None,
+) -> tuple:
+    """Parses `argv` (and a `--config` YAML file) into the dataclasses with `TrlParser`; a missing or invalid config
+    file is a `CommandError` that names it."""
+    parser = TrlParser(
+        dataclass_types,
+        prog=prog,
+        description=description,
+        epilog=CONFIG_FILE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(**(defaults or {}))
+    try:
+        return parser.parse_args_and_config(args=list(argv))
+    except FileNotFoundError as error:
+        raise CommandError(f"The config file {error.filename} does not exist.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "The config file"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CommandError(f"{where}: not valid YAML ({problem}).") from None
+
+
 def parse_arguments(
     dataclass_types: Sequence[type],
     argv: Sequence[str],
@@ -103,23 +131,7 @@ def parse_arguments(
 
     `defaults` replaces the dataclasses' defaults for this command; a config file and the command line override them.
     """
-    parser = TrlParser(
-        [*dataclass_types, OutputArguments],
-        prog=prog,
-        description=description,
-        epilog=CONFIG_FILE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(**(defaults or {}))
-    try:
-        parsed = parser.parse_args_and_config(args=list(argv))
-    except FileNotFoundError as error:
-        raise CommandError(f"The config file {error.filename} does not exist.") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "The config file"
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise CommandError(f"{where}: not valid YAML ({problem}).") from None
+    parsed = parse_command_line([*dataclass_types, OutputArguments], argv, prog, description, defaults)
     for arguments in parsed:
         hand_hub_token_to_hub_client(arguments)
     return parsed

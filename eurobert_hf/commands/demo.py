@@ -7,13 +7,10 @@ gets the table, a plot with the training curves and both students as Hub-ready f
 pipeline on fewer prompts (the CI size).
 """
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
-from .common import CONFIG_FILE_HELP, CommandError, print_summary
+from .common import CommandError, parse_command_line, print_summary
 
 
 @dataclass
@@ -36,14 +33,7 @@ class DemoArguments:
 
 def run(argv: Sequence[str]) -> int:
     """Runs `eurobert-hf demo` with `argv`; returns the exit status."""
-    parser = TrlParser(
-        [DemoArguments],
-        prog="eurobert-hf demo",
-        description=__doc__,
-        epilog=CONFIG_FILE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    (args,) = parser.parse_args_and_config(args=list(argv))
+    (args,) = parse_command_line([DemoArguments], argv, "eurobert-hf demo", __doc__)
     from ..demo.pipeline import run_demo
 
     try:

@@ -4,19 +4,17 @@ The output folder holds `model.onnx`, the model's `config.json` and the tokenize
 takes `input_ids` and `attention_mask` and returns `logits` (or `last_hidden_state`, or `start_logits`/`end_logits`).
 """
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
-from trl import TrlParser
 
 from ..export import ONNX_OUTPUT_NAMES, export_onnx
 from ..hub import EUROBERT_TASKS, eurobert_task
 from ..modeling import modeling_eurobert
-from .common import CONFIG_FILE_HELP, CommandError, load_model_config, note
+from .common import CommandError, load_model_config, note, parse_command_line
 
 FORMATS = ("onnx",)
 TASKS = tuple(ONNX_OUTPUT_NAMES)
@@ -45,21 +43,6 @@ class ExportArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own model code."})
 
 
-def _parse(argv: Sequence[str]) -> ExportArguments:
-    parser = TrlParser(
-        [ExportArguments],
-        prog="eurobert-hf export",
-        description=__doc__,
-        epilog=CONFIG_FILE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    try:
-        (args,) = parser.parse_args_and_config(args=list(argv))
-    except FileNotFoundError as error:
-        raise CommandError(f"The config file {error.filename} does not exist.") from None
-    return args
-
-
 def _task(args: ExportArguments, architectures: Sequence[str] | None) -> str:
     if args.task is not None:
         return args.task
@@ -76,7 +59,7 @@ def _task(args: ExportArguments, architectures: Sequence[str] | None) -> str:
 
 def run(argv: Sequence[str]) -> int:
     """Runs `eurobert-hf export` with `argv`; returns the exit status."""
-    args = _parse(argv)
+    (args,) = parse_command_line([ExportArguments], argv, "eurobert-hf export", __doc__)
     config = load_model_config(args.model_name_or_path, "model", args.trust_remote_code)
     if config.model_type != "eurobert":
         raise CommandError(
