@@ -599,3 +599,25 @@ def test_example_script_runs_offline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.isfile(output_dir / "model.safetensors")
     assert "uld_distillation_weight" in (output_dir / "README.md").read_text()
+
+
+def test_saved_student_names_no_code_outside_its_folder(tmp_path):
+    """A student loaded with `auto_map` entries into another repository (as Hub-era checkpoints carry) is saved by the
+    Trainer's own `save_model` without them, so `trust_remote_code=True` never runs that repository's code."""
+    foreign = {"AutoTokenizer": ["other/repo--tokenization_x.TokX", None]}
+    tokenizer = student_tokenizer()
+    tokenizer.init_kwargs["auto_map"] = foreign
+    student = tiny_student()
+    student.config.auto_map = {"AutoModelForCausalLM": "other/repo--modeling_x.ModelX"}
+    trainer = ULDTrainer(
+        student,
+        make_config(tmp_path / "out", max_steps=1),
+        train_dataset=prompt_completion_dataset(),
+        processing_class=tokenizer,
+        teacher_model=tiny_teacher(),
+        teacher_processing_class=teacher_tokenizer(),
+    )
+    trainer.save_model(str(tmp_path / "saved"))
+    for name in ("config.json", "tokenizer_config.json"):
+        with open(tmp_path / "saved" / name) as handle:
+            assert "other/repo" not in handle.read(), name

@@ -27,6 +27,7 @@ from trl import SFTTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..hub.cards import ULD_CITATION, render_uld_model_card, training_hyperparameters
+from ..hub.remote_code import prune_auto_map
 from .teacher_cache import (
     CACHE_COLUMNS,
     TeacherCacheCollator,
@@ -326,6 +327,8 @@ class ULDTrainer(SFTTrainer):
         finally:
             args.assistant_only_loss, args.padding_free = assistant_only_loss, padding_free
         _check_vocabulary(self.model, _tokenizer_of(self.processing_class), "student")
+        # Checkpoints, `save_model` and Hub pushes must name no code outside their own folder.
+        prune_auto_map(self.model, self.processing_class)
         if (
             args.padding_free
             and isinstance(self.model, PeftModel)
